@@ -1,0 +1,1 @@
+"""hotpath: make LLM agents fast and cheap."""
