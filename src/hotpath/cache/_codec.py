@@ -2,10 +2,11 @@
 
 Envelope (16-byte header, little-endian, then the payload)::
 
-    b"hp" | version u8 | flags u8 | expires_at f64 (0 = never) | delta f32 | payload
+    b"hp" | version u8 | flags u8 | expires_at f64 (0 = never) | delta f32
+    [tags: u32 length + msgpack list of str, when flag bit 5 is set] | payload
 
 ``flags`` low bits give the payload format (raw bytes, msgpack, pickle); bit 4
-says the payload is zstd-compressed. No pickle by default: a cache shared between
+says the payload is zstd-compressed; bit 5 says tags follow the header. No pickle by default: a cache shared between
 processes is a place where one compromised writer could otherwise run code in
 every reader. Pickle is opt-in (``Codec(pickle=True)``) for deployments where
 every writer is trusted; a reader without it treats pickled entries as misses.
@@ -42,6 +43,8 @@ _HEADER = struct.Struct("<2sBBdf")
 _RAW, _MSGPACK, _PICKLE = 0, 1, 2
 _FORMAT_MASK = 0x0F
 _ZSTD = 0x10
+_TAGS = 0x20
+_U32 = struct.Struct("<I")
 
 
 class Codec:
@@ -122,6 +125,10 @@ class Codec:
                 payload, flags = packed, flags | _ZSTD
         expires = 0.0 if record.expires_at is None else record.expires_at
         delta = record.delta if math.isfinite(record.delta) and record.delta > 0 else 0.0
+        if record.tags:
+            tags = msgpack.packb(list(record.tags), use_bin_type=True)
+            header = _HEADER.pack(_MAGIC, _VERSION, flags | _TAGS, expires, delta)
+            return b"".join((header, _U32.pack(len(tags)), tags, payload))
         return _HEADER.pack(_MAGIC, _VERSION, flags, expires, delta) + payload
 
     def decode(self, data: bytes, key: str = "?") -> Record | None:
@@ -134,14 +141,24 @@ class Codec:
                 raise ValueError("not a hotpath envelope")
             if version != _VERSION:
                 raise ValueError(f"envelope version {version} is not {_VERSION}")
-            payload = memoryview(data)[_HEADER.size :].tobytes()
+            start = _HEADER.size
+            tags: tuple[str, ...] = ()
+            if flags & _TAGS:
+                (length,) = _U32.unpack_from(data, start)
+                start += _U32.size
+                raw_tags = msgpack.unpackb(data[start : start + length], raw=False)
+                if not isinstance(raw_tags, list) or not all(isinstance(t, str) for t in raw_tags):
+                    raise ValueError("envelope tags are not a list of str")
+                tags = tuple(raw_tags)
+                start += length
+            payload = data[start:] if start else data
             if flags & _ZSTD:
                 payload = zstandard.decompress(payload)
             value = self.loads(flags & _FORMAT_MASK, payload)
         except Exception as exc:  # noqa: BLE001 - any bad bytes read as a miss
             log.warning("cache entry %r is unreadable, treating it as a miss: %s", key, exc)
             return None
-        return Record(value, None if expires == 0.0 else expires, float(delta))
+        return Record(value, None if expires == 0.0 else expires, float(delta), tags)
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -1,0 +1,186 @@
+"""``@cached``: memoize sync and async functions in a TieredCache."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import string
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from hotpath._errors import ConfigError, KeyBuildError
+from hotpath.cache._keys import fingerprint
+from hotpath.cache._tiered import TieredCache
+from hotpath.cache._validate import check_ttl
+
+__all__ = ["cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KeySpec = str | Callable[..., str] | None
+TagSpec = Sequence[str] | Callable[..., Iterable[str]] | None
+_SKIP_BY_DEFAULT = frozenset({"self", "cls"})
+
+
+class _KeyMaker:
+    """Builds a call's key (and tags) from its bound arguments."""
+
+    def __init__(
+        self, fn: Callable[..., Any], key: KeySpec, tags: TagSpec, ignore: Sequence[str]
+    ) -> None:
+        self.sig = inspect.signature(fn)
+        params = set(self.sig.parameters)
+        for name in ignore:
+            if name not in params:
+                raise ConfigError(f"ignore names {name!r}, which is not a parameter of {fn.__qualname__}")
+        self.ignore = frozenset(ignore) | (_SKIP_BY_DEFAULT & params)
+        self.prefix = f"{fn.__module__}.{fn.__qualname__}:"
+        if isinstance(key, str):
+            _check_template(key, params, "key", fn)
+        elif key is not None and not callable(key):
+            raise ConfigError(f"key must be a template str, a callable or None, got {key!r}")
+        if isinstance(tags, str):
+            raise ConfigError(f"tags must be a list of templates or a callable, got the str {tags!r}")
+        if tags is not None and not callable(tags):
+            for i, t in enumerate(tags):
+                if not isinstance(t, str):
+                    raise ConfigError(f"tags[{i}] must be a template str, got {t!r}")
+                _check_template(t, params, f"tags[{i}]", fn)
+        self.key = key
+        self.tags = tags
+        self.simple = not any(
+            p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in self.sig.parameters.values()
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bound = self.sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise KeyBuildError(f"arguments do not match the cached function: {exc}") from exc
+        bound.apply_defaults()
+        return bound.arguments
+
+    def make(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, list[str] | None]:
+        arguments = self.bind(args, kwargs)
+        key = self.key
+        if key is None:
+            material = {n: v for n, v in arguments.items() if n not in self.ignore}
+            k = self.prefix + fingerprint(material, "arguments")
+        elif isinstance(key, str):
+            k = key.format_map(arguments)
+        else:
+            k = key(*args, **kwargs)
+            if not isinstance(k, str):
+                raise KeyBuildError(f"key function returned {type(k).__name__} {k!r}, not a str")
+        tags: list[str] | None = None
+        if self.tags is not None:
+            if callable(self.tags):
+                tags = list(self.tags(*args, **kwargs))
+            else:
+                tags = [t.format_map(arguments) for t in self.tags]
+        return k, tags
+
+
+def _check_template(template: str, params: set[str], what: str, fn: Callable[..., Any]) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{what} template {template!r} is invalid: {exc}") from None
+    for f in fields:
+        root = f.split(".", 1)[0].split("[", 1)[0]
+        if root not in params:
+            raise ConfigError(
+                f"{what} template {template!r} names {root!r}, which is not a parameter of "
+                f"{fn.__qualname__}"
+            )
+
+
+class CachedFunction(Generic[P, R]):
+    """A function wrapped by :func:`cached`: call it as the original one."""
+
+    def __init__(
+        self, fn: Callable[P, R], cache: TieredCache, ttl: float | None, maker: _KeyMaker
+    ) -> None:
+        self.__wrapped__ = fn
+        functools.update_wrapper(self, fn)
+        self._cache = cache
+        self._ttl = ttl
+        self._maker = maker
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key a call with these arguments uses."""
+        return self._maker.make(args, kwargs)[0]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        k, tags = self._maker.make(args, kwargs)
+        fn = self.__wrapped__
+        if self._is_async:
+            coro_fn: Callable[..., Awaitable[Any]] = fn  # type: ignore[assignment]
+            result: R = self._cache.get_or_load(
+                k, lambda: coro_fn(*args, **kwargs), self._ttl, tags
+            )  # type: ignore[assignment]
+            return result
+        return self._cache.get_or_load_sync(k, lambda: fn(*args, **kwargs), self._ttl, tags)
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Drop the cached result of a call with these arguments.
+
+        For an async function this returns an awaitable; for a sync one it runs now.
+        """
+        k = self._maker.make(args, kwargs)[0]
+        if self._is_async:
+            return self._cache.delete(k)
+        self._cache.delete_sync(k)
+        return None
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<cached {self.__wrapped__.__qualname__} ttl={self._ttl!r}>"
+
+
+@overload
+def cached(
+    cache: TieredCache,
+    *,
+    ttl: float | None = ...,
+    key: KeySpec = ...,
+    tags: TagSpec = ...,
+    ignore: Sequence[str] = ...,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
+
+def cached(
+    cache: TieredCache,
+    *,
+    ttl: float | None = None,
+    key: KeySpec = None,
+    tags: TagSpec = None,
+    ignore: Sequence[str] = (),
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache a function's results in ``cache``, keyed by its arguments.
+
+    ``key``: ``None`` (default) hashes the arguments' canonical encoding under the
+    function's qualified name (``self``/``cls`` left out); a template such as
+    ``"user:{user_id}"``; or a callable taking the call's arguments. ``tags``: a list
+    of templates (``["user:{user_id}"]``) or a callable returning tags. ``ignore``
+    names arguments left out of the default key (a client, a logger). Works on
+    ``async def`` and plain functions; concurrent identical calls share one run.
+    """
+    if not isinstance(cache, TieredCache):
+        raise ConfigError(f"cache must be a TieredCache, got {type(cache).__name__} {cache!r}")
+    ttl_s = check_ttl(ttl)
+    if isinstance(ignore, str):
+        raise ConfigError(f"ignore must be a list of parameter names, got the str {ignore!r}")
+
+    def decorate(fn: Callable[P, R]) -> CachedFunction[P, R]:
+        if not callable(fn):
+            raise ConfigError(f"@cached must decorate a function, got {fn!r}")
+        return CachedFunction(fn, cache, ttl_s, _KeyMaker(fn, key, tags, ignore))
+
+    return decorate

@@ -1,0 +1,720 @@
+"""TieredCache: memory (L1) -> Redis (L2) -> SQLite (L3), composed.
+
+Reads go down the tiers until one has the key, and the record is promoted to
+every tier above with its remaining TTL (and its tags). Writes go to every tier,
+lowest first, so a concurrent reader never finds an upper tier newer than a
+lower one for long. ``get_or_load`` adds single-flight (one loader per key per
+process, and one per cluster of replicas through a Redis lease), probabilistic
+early refresh, and access counting for warming. With a Redis tier present, every
+write, delete and tag invalidation is published so that other processes drop the
+stale entry from their L1.
+
+A tier's backend fault never reaches the caller: tiers degrade to misses/no-ops
+on their own (see :class:`~hotpath.cache.Tier`); this class never sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from hotpath._clock import Clock, SystemClock
+from hotpath._errors import CacheError, ConfigError
+from hotpath.cache._codec import Codec
+from hotpath.cache._coherence import Invalidation, decode_message, encode_message
+from hotpath.cache._memory import MemoryTier
+from hotpath.cache._portal import Portal
+from hotpath.cache._record import Record
+from hotpath.cache._redis import RedisTier
+from hotpath.cache._refresh import should_refresh
+from hotpath.cache._stats import CacheStats
+from hotpath.cache._tier import Tier
+from hotpath.cache._urls import tier_from_url
+from hotpath.cache._validate import check_key, check_tags, check_ttl
+
+__all__ = ["CacheEvent", "TieredCache"]
+
+log = logging.getLogger("hotpath.cache")
+
+T = TypeVar("T")
+_MISSING: Any = object()
+_FLUSH_EVERY_OPS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    """What a hook receives: ``kind`` is ``hit``, ``miss``, ``load``, ``load_error``,
+    ``refresh`` or ``invalidation``; ``tier`` names the tier of a hit."""
+
+    kind: str
+    key: str
+    tier: str | None = None
+    seconds: float = 0.0
+
+
+Hook = Callable[[CacheEvent], None]
+
+
+class TieredCache:
+    """A cache over ordered tiers, fastest first.
+
+    ``tiers`` are :class:`Tier` objects or URLs (``memory://?max_entries=10000``,
+    ``redis://127.0.0.1:6379/0``, ``sqlite:///.hotpath/cache.db``). A memory tier,
+    if present, must come first. ``default_ttl`` applies when a call gives none
+    (``None``: entries never expire). ``l1_max_ttl`` caps how long an entry stays in
+    L1, bounding staleness should an invalidation message ever be lost.
+    ``lock_lease`` is how long another replica's loader may hold a key before the
+    others stop waiting for it; ``refresh_beta`` tunes early refresh (0 turns it off).
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier | str] = ("memory://",),
+        *,
+        default_ttl: float | None = None,
+        l1_max_ttl: float | None = None,
+        coherence: bool = True,
+        lock_lease: float = 10.0,
+        refresh_beta: float = 1.0,
+        hits_flush_interval: float = 10.0,
+        clock: Clock | None = None,
+        codec: Codec | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._codec = codec or Codec()
+        if isinstance(tiers, str | Tier) or not isinstance(tiers, Sequence):
+            raise ConfigError(f"tiers must be a list of tiers or tier URLs, got {tiers!r}")
+        if not tiers:
+            raise ConfigError("tiers must name at least one tier, got []")
+        built: list[Tier] = []
+        for i, t in enumerate(tiers):
+            if isinstance(t, str):
+                built.append(tier_from_url(t, clock=self._clock, codec=self._codec))
+            elif isinstance(t, Tier):
+                built.append(t)
+            else:
+                raise ConfigError(f"tiers[{i}] must be a Tier or a URL, got {t!r}")
+        for i, t in enumerate(built[1:], 1):
+            if isinstance(t, MemoryTier):
+                raise ConfigError(f"tiers[{i}] is a memory tier: only the first tier may be")
+        self._tiers = tuple(built)
+        self._l1: MemoryTier | None = built[0] if isinstance(built[0], MemoryTier) else None
+        self._lower: tuple[Tier, ...] = tuple(built[1:] if self._l1 is not None else built)
+        self._redis = next((t for t in self._lower if isinstance(t, RedisTier)), None)
+        self._default_ttl = check_ttl(default_ttl, "default_ttl")
+        self._l1_max_ttl = check_ttl(l1_max_ttl, "l1_max_ttl")
+        self._lock_lease = _positive(lock_lease, "lock_lease")
+        self._beta = _non_negative(refresh_beta, "refresh_beta")
+        self._flush_interval = _positive(hits_flush_interval, "hits_flush_interval")
+        self._coherence = bool(coherence) and self._redis is not None and self._l1 is not None
+        self._rand = rand or random.random
+        self._origin = uuid.uuid4().hex
+        self._hooks: list[Hook] = []
+        # single-flight: key -> task loading it, per event loop
+        self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[Any]] = {}
+        # keys another replica is loading -> futures woken when it publishes the key
+        self._fill_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._access: dict[str, int] = {}
+        self._ops = 0
+        self._next_flush = self._clock.monotonic() + self._flush_interval
+        self._subscribed_loop: asyncio.AbstractEventLoop | None = None
+        self._portal = Portal()
+        self._closed = False
+        self._hits = self._misses = self._loads = self._load_errors = 0
+        self._coalesced = self._refreshes = self._invalidations = 0
+
+    @classmethod
+    def from_urls(cls, *urls: str, **options: Any) -> TieredCache:
+        """``TieredCache.from_urls("memory://", "redis://...", "sqlite:///c.db", default_ttl=60)``."""
+        return cls(list(urls), **options)
+
+    def __repr__(self) -> str:
+        names = ", ".join(t.name for t in self._tiers)
+        return f"TieredCache([{names}], default_ttl={self._default_ttl!r})"
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self._tiers
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> TieredCache:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Subscribe to invalidations now (otherwise the first call does it)."""
+        self._ensure_subscribed()
+        if self._redis is not None and self._subscribed_loop is not None:
+            await self._redis.wait_subscribed(1.0)
+
+    async def aclose(self) -> None:
+        """Flush access counts, stop background work and release every tier."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._flush_hits()
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._redis is not None and self._subscribed_loop is not None:
+            await self._redis.unsubscribe()
+        self._portal.close(self._close_portal_side())
+        for tier in self._tiers:
+            await tier.aclose()
+
+    async def _close_portal_side(self) -> None:
+        for tier in self._tiers:
+            if isinstance(tier, RedisTier):
+                await tier.aclose()
+
+    def add_hook(self, hook: Hook) -> None:
+        """Call ``hook(CacheEvent)`` on every hit, miss, load and refresh (keep it fast)."""
+        if not callable(hook):
+            raise ConfigError(f"hook must be callable, got {hook!r}")
+        self._hooks.append(hook)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The cached value of ``key``, or ``default``."""
+        k = key if type(key) is str else check_key(key)
+        rec = await self._lookup(k)
+        return default if rec is None else rec.value
+
+    async def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> list[Any]:
+        """Values for ``keys`` in order (``default`` for misses), batched per tier."""
+        ks = [check_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
+        found: dict[str, Record] = {}
+        todo = ks
+        if self._l1 is not None:
+            todo = []
+            for k in ks:
+                rec = self._l1.get_record(k)
+                if rec is None:
+                    todo.append(k)
+                else:
+                    found[k] = rec
+                    self._hit(k, "memory")
+        above: list[Tier] = [self._l1] if self._l1 is not None else []
+        for tier in self._lower:
+            if not todo:
+                break
+            records = await tier.read_many(todo)
+            still: list[str] = []
+            promote: list[tuple[str, Record]] = []
+            for k, rec in zip(todo, records, strict=True):
+                if rec is None:
+                    still.append(k)
+                else:
+                    found[k] = rec
+                    promote.append((k, rec))
+                    self._hit(k, tier.name)
+            await self._promote(promote, above)
+            above.append(tier)
+            todo = still
+        for k in todo:
+            self._miss(k)
+        return [found[k].value if k in found else default for k in ks]
+
+    async def _lookup(self, k: str) -> Record | None:
+        l1 = self._l1
+        if l1 is not None:
+            rec = l1.get_record(k)
+            if rec is not None:
+                self._hits += 1
+                self._count(k)
+                if self._hooks:
+                    self._emit(CacheEvent("hit", k, "memory"))
+                return rec
+        if not self._lower:
+            self._miss(k)
+            return None
+        self._ensure_subscribed()
+        above: list[Tier] = [l1] if l1 is not None else []
+        for tier in self._lower:
+            rec = await tier.read(k)
+            if rec is not None:
+                self._hit(k, tier.name)
+                await self._promote([(k, rec)], above)
+                return rec
+            above.append(tier)
+        self._miss(k)
+        return None
+
+    async def _promote(self, items: list[tuple[str, Record]], tiers: list[Tier]) -> None:
+        if not items:
+            return
+        for tier in tiers:
+            if tier is self._l1:
+                for k, rec in items:
+                    self._l1.set_record(k, self._l1_record(rec), rec.tags)
+            else:
+                await tier.write_many([(k, rec, rec.tags) for k, rec in items])
+
+    def _l1_record(self, rec: Record) -> Record:
+        cap = self._l1_max_ttl
+        if cap is None:
+            return rec
+        limit = self._clock.now() + cap
+        if rec.expires_at is not None and rec.expires_at <= limit:
+            return rec
+        return Record(rec.value, limit, rec.delta, rec.tags)
+
+    # -- writes -----------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str | bytes,
+        value: Any,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> None:
+        """Store ``value`` in every tier for ``ttl`` seconds (default: ``default_ttl``)."""
+        k = check_key(key)
+        rec = Record(value, self._expiry(check_ttl(ttl)), 0.0, check_tags(tags))
+        await self._store([(k, rec)])
+
+    async def set_many(
+        self,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> None:
+        """Store several values with one TTL and tag set, batched per tier."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        expires = self._expiry(check_ttl(ttl))
+        tag_tuple = check_tags(tags)
+        batch = [
+            (check_key(k, "items key"), Record(v, expires, 0.0, tag_tuple)) for k, v in pairs
+        ]
+        await self._store(batch)
+
+    async def delete(self, key: str | bytes) -> None:
+        """Remove ``key`` from every tier (and from other processes' L1)."""
+        k = check_key(key)
+        await self._remove([k])
+
+    async def delete_many(self, keys: Iterable[str | bytes]) -> None:
+        ks = [check_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
+        await self._remove(ks)
+
+    async def invalidate_tags(self, tags: Iterable[str]) -> None:
+        """Remove every entry stored with any of ``tags``, in every tier and process."""
+        ts = check_tags(tags)
+        if not ts:
+            return
+        self._ensure_subscribed()
+        for tier in reversed(self._lower):
+            await tier.remove_tags(ts)
+        if self._l1 is not None:
+            self._l1.remove_tags_sync(ts)
+        await self._publish(Invalidation(self._origin, tags=ts))
+
+    async def clear(self) -> None:
+        """Remove every entry from every tier (and other processes' L1)."""
+        self._ensure_subscribed()
+        for tier in reversed(self._lower):
+            await tier.clear()
+        if self._l1 is not None:
+            self._l1.clear_sync()
+        await self._publish(Invalidation(self._origin, clear=True))
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        ttl = ttl if ttl is not None else self._default_ttl
+        return None if ttl is None else self._clock.now() + ttl
+
+    async def _store(self, batch: list[tuple[str, Record]]) -> None:
+        if not batch:
+            return
+        self._ensure_subscribed()
+        sizes: list[int | None] = [None] * len(batch)
+        if self._lower:
+            # Encode once up front: an unencodable value fails before any tier is written.
+            sizes = [len(self._codec.encode(rec)) for _, rec in batch]
+        for tier in reversed(self._lower):
+            await tier.write_many([(k, rec, rec.tags) for k, rec in batch])
+        if self._l1 is not None:
+            for (k, rec), size in zip(batch, sizes, strict=True):
+                self._l1.set_record(k, self._l1_record(rec), rec.tags, size)
+        await self._publish(Invalidation(self._origin, keys=tuple(k for k, _ in batch)))
+
+    async def _remove(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        self._ensure_subscribed()
+        for tier in reversed(self._lower):
+            await tier.remove_many(keys)
+        if self._l1 is not None:
+            self._l1.remove_keys(keys)
+        await self._publish(Invalidation(self._origin, keys=tuple(keys)))
+
+    # -- get_or_load ------------------------------------------------------------
+
+    async def get_or_load(
+        self,
+        key: str | bytes,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> T:
+        """The cached value of ``key``, loading it with ``await loader()`` on a miss.
+
+        Concurrent callers for one missing key share a single ``loader`` call in
+        this process; with a Redis tier, replicas share it through a short lease.
+        A hit close to expiry may start a background reload (early refresh). A
+        loader's exception reaches every caller waiting on it and nothing is cached.
+        """
+        k = key if type(key) is str else check_key(key)
+        if not callable(loader):
+            raise CacheError(f"loader must be a zero-argument callable, got {loader!r}")
+        ttl_s = check_ttl(ttl)
+        tag_tuple = check_tags(tags)
+        rec = await self._lookup(k)
+        if rec is not None:
+            if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
+                self._refresh_in_background(k, loader, ttl_s, tag_tuple)
+            return rec.value  # type: ignore[return-value]
+        loop = asyncio.get_running_loop()
+        task = self._flights.get((loop, k))
+        if task is None:
+            task = loop.create_task(self._load(k, loader, ttl_s, tag_tuple, False))
+            self._flights[(loop, k)] = task
+            task.add_done_callback(lambda t: self._flight_done(loop, k, t))
+        else:
+            self._coalesced += 1
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _flight_done(
+        self, loop: asyncio.AbstractEventLoop, k: str, task: asyncio.Task[Any]
+    ) -> None:
+        if self._flights.get((loop, k)) is task:
+            del self._flights[(loop, k)]
+        if not task.cancelled():
+            task.exception()  # mark retrieved: callers that awaited it got it already
+
+    def _refresh_in_background(
+        self, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if (loop, k) in self._flights:
+            return
+        task = loop.create_task(self._load(k, loader, ttl, tags, True))
+        self._flights[(loop, k)] = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: self._flight_done(loop, k, t))
+
+    async def _load(
+        self,
+        k: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | None,
+        tags: tuple[str, ...],
+        refresh: bool,
+    ) -> T:
+        redis = self._redis
+        token = self._origin + uuid.uuid4().hex[:8]
+        if redis is None:
+            return await self._run_loader(k, loader, ttl, tags, refresh)
+        if refresh:
+            # One replica refreshes; the others keep serving the current value.
+            got = await redis.try_lock(k, token, self._lock_lease)
+            if got is False:
+                return None  # type: ignore[return-value]
+            try:
+                return await self._run_loader(k, loader, ttl, tags, refresh)
+            finally:
+                if got:
+                    await redis.unlock(k, token)
+        deadline = self._clock.monotonic() + self._lock_lease
+        while True:
+            got = await redis.try_lock(k, token, self._lock_lease)
+            if got is None:  # Redis unavailable: load locally
+                return await self._run_loader(k, loader, ttl, tags, refresh)
+            if got:
+                try:
+                    return await self._run_loader(k, loader, ttl, tags, refresh)
+                finally:
+                    await redis.unlock(k, token)
+            # Another replica is loading: wait for it to publish the key.
+            self._coalesced += 1
+            value = await self._await_other_replica(k, redis, deadline)
+            if value is not _MISSING:
+                return value  # type: ignore[no-any-return]
+            if self._clock.monotonic() >= deadline:
+                log.warning("gave up waiting for another replica to load %r; loading here", k)
+                return await self._run_loader(k, loader, ttl, tags, refresh)
+
+    async def _await_other_replica(self, k: str, redis: RedisTier, deadline: float) -> Any:
+        """The value once another replica stored it; ``_MISSING`` if its lease ended first."""
+        self._ensure_subscribed()
+        wait = 0.005
+        while self._clock.monotonic() < deadline:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._fill_waiters.setdefault(k, []).append(fut)
+            try:
+                rec = await self._read_lower_only(k)
+                if rec is not None:
+                    return rec.value
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fut, wait)
+            finally:
+                waiters = self._fill_waiters.get(k)
+                if waiters is not None:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(fut)
+                    if not waiters:
+                        del self._fill_waiters[k]
+            rec = await self._read_lower_only(k)
+            if rec is not None:
+                return rec.value
+            if not await redis.is_locked(k):
+                return _MISSING
+            wait = min(wait * 2, 0.2)
+        return _MISSING
+
+    async def _read_lower_only(self, k: str) -> Record | None:
+        above: list[Tier] = [self._l1] if self._l1 is not None else []
+        for tier in self._lower:
+            rec = await tier.read(k)
+            if rec is not None:
+                await self._promote([(k, rec)], above)
+                return rec
+            above.append(tier)
+        return None
+
+    async def _run_loader(
+        self,
+        k: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | None,
+        tags: tuple[str, ...],
+        refresh: bool,
+    ) -> T:
+        started = self._clock.monotonic()
+        try:
+            awaitable = loader()
+            if not inspect.isawaitable(awaitable):
+                raise CacheError(
+                    f"loader for key {k!r} must return an awaitable, got {type(awaitable).__name__}"
+                )
+            value: T = await awaitable
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self._load_errors += 1
+                if self._hooks:
+                    self._emit(CacheEvent("load_error", k))
+                if refresh:
+                    log.warning("early refresh of %r failed: %s", k, exc)
+            raise
+        delta = self._clock.monotonic() - started
+        if refresh:
+            self._refreshes += 1
+        else:
+            self._loads += 1
+        if self._hooks:
+            self._emit(CacheEvent("refresh" if refresh else "load", k, seconds=delta))
+        await self._store([(k, Record(value, self._expiry(ttl), delta, tags))])
+        return value
+
+    # -- sync bridge (used by @cached on plain functions) -----------------------
+
+    def get_or_load_sync(
+        self,
+        key: str | bytes,
+        loader: Callable[[], T],
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> T:
+        """``get_or_load`` for synchronous code: an L1 hit is answered in the calling
+        thread; anything else runs on the cache's private loop thread, with the
+        (sync) ``loader`` in a worker thread."""
+        k = key if type(key) is str else check_key(key)
+        if not callable(loader):
+            raise CacheError(f"loader must be a zero-argument callable, got {loader!r}")
+        l1 = self._l1
+
+        async def load() -> T:
+            return await asyncio.get_running_loop().run_in_executor(None, loader)
+
+        if l1 is not None:
+            rec = l1.get_record(k)
+            if rec is not None:
+                self._hits += 1
+                self._count(k)
+                if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
+                    self._portal.call(
+                        self._start_refresh(k, load, check_ttl(ttl), check_tags(tags))
+                    )
+                return rec.value  # type: ignore[return-value]
+
+        return self._portal.call(self.get_or_load(k, load, ttl, tags))
+
+    async def _start_refresh(
+        self, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        self._refresh_in_background(k, loader, ttl, tags)
+
+    def delete_sync(self, key: str | bytes) -> None:
+        """``delete`` for synchronous code (runs on the cache's private loop thread)."""
+        self._portal.call(self.delete(key))
+
+    # -- warming ----------------------------------------------------------------
+
+    async def warm(self, n: int) -> int:
+        """Load the ``n`` most accessed keys from the lower tiers into L1; returns how many."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"n must be an int >= 0, got {n!r}")
+        if self._l1 is None or n == 0:
+            return 0
+        await self._flush_hits()
+        for tier in self._lower:
+            keys = await tier.hottest(n)
+            if not keys:
+                continue
+            records = await tier.read_many(keys)
+            loaded = 0
+            for k, rec in zip(keys, records, strict=True):
+                if rec is not None:
+                    self._l1.set_record(k, self._l1_record(rec), rec.tags)
+                    loaded += 1
+            return loaded
+        return 0
+
+    def _count(self, k: str) -> None:
+        access = self._access
+        access[k] = access.get(k, 0) + 1
+        self._ops += 1
+        if self._ops % _FLUSH_EVERY_OPS == 0 or len(access) >= 100_000:
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if not self._lower or self._clock.monotonic() < self._next_flush:
+            if len(self._access) < 100_000:
+                return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._flush_hits())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush_hits(self) -> None:
+        self._next_flush = self._clock.monotonic() + self._flush_interval
+        counts, self._access = self._access, {}
+        if not counts or not self._lower:
+            return
+        for tier in self._lower:
+            await tier.add_hits(counts)
+
+    # -- coherence ----------------------------------------------------------------
+
+    def _ensure_subscribed(self) -> None:
+        if not self._coherence or self._redis is None or self._closed:
+            return
+        current = self._subscribed_loop
+        if current is not None and not current.is_closed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._subscribed_loop = loop
+        self._redis.subscribe(self._on_message, self._on_reset)
+
+    async def _publish(self, msg: Invalidation) -> None:
+        if self._redis is not None and self._coherence:
+            await self._redis.publish(encode_message(msg))
+
+    def _on_message(self, payload: bytes) -> None:
+        msg = decode_message(payload)
+        if msg is None or msg.origin == self._origin:
+            return
+        self._invalidations += 1
+        l1 = self._l1
+        if l1 is not None:
+            if msg.clear:
+                l1.clear_sync()
+            if msg.keys:
+                l1.remove_keys(msg.keys)
+            if msg.tags:
+                l1.remove_tags_sync(msg.tags)
+        for k in msg.keys:
+            for fut in list(self._fill_waiters.get(k, ())):
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
+        if self._hooks:
+            for k in msg.keys:
+                self._emit(CacheEvent("invalidation", k))
+
+    def _on_reset(self) -> None:
+        # The subscription dropped and came back: messages may have been missed.
+        if self._l1 is not None:
+            log.warning("cache invalidation channel reconnected; flushing L1 to stay coherent")
+            self._l1.clear_sync()
+
+    # -- stats --------------------------------------------------------------------
+
+    def _hit(self, k: str, tier: str) -> None:
+        self._hits += 1
+        self._count(k)
+        if self._hooks:
+            self._emit(CacheEvent("hit", k, tier))
+
+    def _miss(self, k: str) -> None:
+        self._misses += 1
+        self._count(k)
+        if self._hooks:
+            self._emit(CacheEvent("miss", k))
+
+    def _emit(self, event: CacheEvent) -> None:
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                log.exception("cache hook %r failed", hook)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            loads=self._loads,
+            load_errors=self._load_errors,
+            coalesced=self._coalesced,
+            refreshes=self._refreshes,
+            invalidations_received=self._invalidations,
+            tiers=tuple(t.stats() for t in self._tiers),
+        )
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _non_negative(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)

@@ -1,0 +1,181 @@
+"""@cached on async and sync functions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hotpath import ConfigError, KeyBuildError, TieredCache, cached
+
+
+@pytest.fixture
+async def cache(tmp_path: Path) -> AsyncIterator[TieredCache]:
+    c = TieredCache(["memory://", f"sqlite:///{tmp_path / 'c.db'}"])
+    yield c
+    await c.aclose()
+
+
+async def test_async_function_is_called_once_per_arguments(cache: TieredCache) -> None:
+    calls: list[tuple[int, str]] = []
+
+    @cached(cache, ttl=60)
+    async def answer(x: int, unit: str = "s") -> str:
+        calls.append((x, unit))
+        return f"{x}{unit}"
+
+    assert await answer(1) == "1s"
+    assert await answer(1) == "1s"
+    assert await answer(x=1, unit="s") == "1s"  # same call, spelled differently
+    assert await answer(2, "m") == "2m"
+    assert calls == [(1, "s"), (2, "m")]
+
+
+async def test_async_concurrent_calls_share_one_run(cache: TieredCache) -> None:
+    calls = 0
+
+    @cached(cache)
+    async def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    assert await asyncio.gather(*[slow(21) for _ in range(200)]) == [42] * 200
+    assert calls == 1
+
+
+async def test_invalidate_drops_one_call(cache: TieredCache) -> None:
+    calls = 0
+
+    @cached(cache)
+    async def f(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    await f(1)
+    await f(2)
+    await f.invalidate(1)
+    await f(1)
+    await f(2)
+    assert calls == 3
+
+
+async def test_key_template_and_tags(cache: TieredCache) -> None:
+    @cached(cache, key="user:{user_id}", tags=["user:{user_id}"])
+    async def profile(user_id: int) -> dict[str, int]:
+        return {"id": user_id}
+
+    assert profile.key(7) == "user:7"
+    await profile(7)
+    assert await cache.get("user:7") == {"id": 7}
+    await cache.invalidate_tags(["user:7"])
+    assert await cache.get("user:7") is None
+
+
+async def test_key_callable_and_ignore(cache: TieredCache) -> None:
+    @cached(cache, key=lambda q, client: f"q:{q}")
+    async def search(q: str, client: object) -> str:
+        return q.upper()
+
+    assert await search("abc", object()) == "ABC"
+    assert await cache.get("q:abc") == "ABC"
+
+    @cached(cache, ignore=["client"])
+    async def search2(q: str, client: object) -> str:
+        return q
+
+    assert search2.key("a", object()) == search2.key("a", object())
+
+
+def test_sync_function_cached_without_event_loop(tmp_path: Path) -> None:
+    cache = TieredCache(["memory://", f"sqlite:///{tmp_path / 'c.db'}"])
+    calls = 0
+
+    @cached(cache, ttl=60)
+    def square(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x * x
+
+    assert square(4) == 16
+    assert square(4) == 16
+    assert calls == 1
+    square.invalidate(4)
+    assert square(4) == 16
+    assert calls == 2
+    asyncio.run(cache.aclose())
+
+
+def test_sync_function_threads_share_one_run(tmp_path: Path) -> None:
+    cache = TieredCache(["memory://"])
+    calls = 0
+    gate = threading.Event()
+
+    @cached(cache)
+    def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        gate.wait(5)
+        return x
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(slow(3))) for _ in range(16)]
+    for t in threads:
+        t.start()
+    while calls == 0:
+        threading.Event().wait(0.001)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert results == [3] * 16
+    assert calls == 1
+    asyncio.run(cache.aclose())
+
+
+async def test_methods_leave_self_out_of_the_key(cache: TieredCache) -> None:
+    class Service:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @cached(cache)
+        async def get(self, x: int) -> int:
+            self.calls += 1
+            return x
+
+    a, b = Service(), Service()
+    assert await a.get(1) == 1
+    assert await b.get(1) == 1
+    assert a.calls + b.calls == 1
+    await Service.get.invalidate(None, 1)
+    await b.get(1)
+    assert b.calls == 1
+
+
+async def test_unkeyable_argument_names_its_path(cache: TieredCache) -> None:
+    @cached(cache)
+    async def f(data: dict[str, object]) -> int:
+        return 1
+
+    with pytest.raises(KeyBuildError, match=r"arguments\['data'\]\['x'\] has no stable key"):
+        await f({"x": object()})
+
+
+def test_bad_decorator_arguments(cache: TieredCache) -> None:
+    with pytest.raises(ConfigError, match="cache must be a TieredCache, got dict"):
+        cached({})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="names 'nope', which is not a parameter"):
+
+        @cached(cache, key="k:{nope}")
+        async def f(x: int) -> int:
+            return x
+
+    with pytest.raises(ConfigError, match="ignore names 'zz'"):
+
+        @cached(cache, ignore=["zz"])
+        async def g(x: int) -> int:
+            return x

@@ -1,0 +1,177 @@
+"""Replicas sharing a Redis: L1 coherence and cross-replica single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from hotpath import MemoryTier, TieredCache
+
+pytestmark = pytest.mark.redis
+
+Replica = Callable[[], TieredCache]
+
+
+@pytest.fixture
+async def replica(redis_url: str, redis_prefix: str) -> AsyncIterator[Replica]:
+    made: list[TieredCache] = []
+
+    def build() -> TieredCache:
+        cache = TieredCache(["memory://", f"{redis_url}?prefix={redis_prefix}"])
+        made.append(cache)
+        return cache
+
+    yield build
+    for cache in made:
+        await cache.aclose()
+
+
+def l1(cache: TieredCache) -> MemoryTier:
+    tier = cache.tiers[0]
+    assert isinstance(tier, MemoryTier)
+    return tier
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 2.0) -> float:
+    """Seconds until ``cond()`` held; fails the test after ``timeout``."""
+    start = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.0005)
+    return time.perf_counter() - start
+
+
+async def test_set_in_one_replica_evicts_stale_l1_in_another(replica: Replica) -> None:
+    a, b = replica(), replica()
+    await a.start()
+    await b.start()
+    await a.set("k", "old")
+    assert await b.get("k") == "old"  # now in b's L1
+    await a.set("k", "new")
+    delay = await wait_until(lambda: "k" not in l1(b))
+    assert delay < 1.0
+    assert await b.get("k") == "new"
+    assert b.stats().invalidations_received >= 1
+
+
+async def test_delete_and_tag_invalidation_propagate(replica: Replica) -> None:
+    a, b = replica(), replica()
+    await a.start()
+    await b.start()
+    await a.set("x", 1, tags=["t"])
+    await a.set("y", 2)
+    assert await b.get_many(["x", "y"]) == [1, 2]
+    await a.invalidate_tags(["t"])
+    await a.delete("y")
+    await wait_until(lambda: "x" not in l1(b) and "y" not in l1(b))
+    assert await b.get_many(["x", "y"]) == [None, None]
+
+
+async def test_clear_propagates(replica: Replica) -> None:
+    a, b = replica(), replica()
+    await a.start()
+    await b.start()
+    await a.set("x", 1)
+    assert await b.get("x") == 1
+    await a.clear()
+    await wait_until(lambda: "x" not in l1(b))
+
+
+async def test_replicas_share_one_load(replica: Replica) -> None:
+    replicas = [replica() for _ in range(4)]
+    for r in replicas:
+        await r.start()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def loader() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "answer"
+
+    tasks = [
+        asyncio.create_task(r.get_or_load("shared", loader, ttl=60))
+        for r in replicas
+        for _ in range(25)
+    ]
+    await wait_until(lambda: calls >= 1)
+    for _ in range(20):
+        await asyncio.sleep(0.001)
+    gate.set()
+    assert await asyncio.gather(*tasks) == ["answer"] * 100
+    assert calls == 1
+
+
+async def test_waiting_replica_loads_itself_when_the_loader_replica_fails(
+    replica: Replica,
+) -> None:
+    a, b = replica(), replica()
+    await a.start()
+    await b.start()
+    gate = asyncio.Event()
+
+    async def failing() -> str:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    async def working() -> str:
+        return "from-b"
+
+    ta = asyncio.create_task(a.get_or_load("k", failing))
+    await asyncio.sleep(0.01)
+    tb = asyncio.create_task(b.get_or_load("k", working))
+    await asyncio.sleep(0.01)
+    gate.set()
+    with pytest.raises(RuntimeError):
+        await ta
+    assert await asyncio.wait_for(tb, 5) == "from-b"
+
+
+def test_processes_share_one_load(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    """Separate OS processes, each with 20 concurrent callers: one load in all."""
+    script = tmp_path / "replica.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, sys
+            import redis
+            from hotpath import TieredCache
+
+            async def main():
+                cache = TieredCache(["memory://", "{redis_url}?prefix={redis_prefix}"])
+                await cache.start()
+                counter = redis.Redis.from_url("{redis_url}")
+                async def loader():
+                    counter.incr("{redis_prefix}loads")
+                    await asyncio.sleep(0.3)
+                    return "v"
+                # line up: wait until every process is ready
+                counter.incr("{redis_prefix}ready")
+                while int(counter.get("{redis_prefix}ready")) < 3:
+                    await asyncio.sleep(0.005)
+                out = await asyncio.gather(*[cache.get_or_load("k", loader) for _ in range(20)])
+                assert out == ["v"] * 20, out
+                await cache.aclose()
+
+            asyncio.run(main())
+            """
+        )
+    )
+    procs = [subprocess.Popen([sys.executable, str(script)]) for _ in range(3)]
+    for p in procs:
+        assert p.wait(30) == 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert int(client.get(f"{redis_prefix}loads") or 0) == 1
+    finally:
+        client.close()
