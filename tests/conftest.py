@@ -1,4 +1,7 @@
-"""Shared fixtures: a real Redis (REDIS_URL, else 127.0.0.1:6379, else redis-server on a free port)."""
+"""Shared fixtures: a real Redis.
+
+REDIS_URL if set, else 127.0.0.1:6379 if it answers, else redis-server on a free port.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisServer, redis_answers  # noqa: E402
+from redis_server import RedisServer, redis_answers
 
 
 @pytest.fixture(scope="session")

@@ -40,12 +40,12 @@ def l1(cache: TieredCache) -> MemoryTier:
     return tier
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 2.0) -> float:
+async def wait_until(cond: Callable[[], bool], limit: float = 2.0) -> float:
     """Seconds until ``cond()`` held; fails the test after ``timeout``."""
     start = time.perf_counter()
     while not cond():
-        if time.perf_counter() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
+        if time.perf_counter() - start > limit:
+            pytest.fail(f"condition not met within {limit}s")
         await asyncio.sleep(0.0005)
     return time.perf_counter() - start
 

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 async def cache(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[TieredCache]:
     c = TieredCache(
-        ["memory://", f"{redis_server.url}?prefix=t:&timeout=0.2", f"sqlite:///{tmp_path / 'c.db'}"],
+        [
+            "memory://",
+            f"{redis_server.url}?prefix=t:&timeout=0.2",
+            f"sqlite:///{tmp_path / 'c.db'}",
+        ],
         clock=ManualClock(start=time.time()),
     )
     await c.start()
@@ -51,9 +55,7 @@ async def test_redis_down_calls_carry_on_through_other_tiers(
     assert redis_stats.errors >= 1
 
 
-async def test_redis_recovers_after_restart(
-    cache: TieredCache, redis_server: RedisServer
-) -> None:
+async def test_redis_recovers_after_restart(cache: TieredCache, redis_server: RedisServer) -> None:
     redis_server.stop()
     await cache.set("k", 1)
     assert cache.stats().tier("redis").healthy is False

@@ -49,10 +49,15 @@ def test_same_in_another_process() -> None:
         "class Color(enum.Enum):\n    RED = 'red'\n"
         "@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int\n"
         "Color.__module__ = Point.__module__ = 'tests.test_keys'\n"
-        "print(fingerprint({'q': 'hello', 'n': [1, 2.5, None], 'e': Color.RED, 'p': Point(1, 2)}))\n"
+        "v = {'q': 'hello', 'n': [1, 2.5, None], 'e': Color.RED, 'p': Point(1, 2)}\n"
+        "print(fingerprint(v))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123"},
     )
     Color.__module__ = Point.__module__ = "tests.test_keys"
     assert out.stdout.strip() == fingerprint(value)

@@ -33,6 +33,15 @@ COMBOS = [
 MakeCache = Callable[..., TieredCache]
 
 
+async def eventually(cond: Callable[[], bool], limit: float = 5.0) -> None:
+    """Yield to the loop (background tasks doing real I/O) until ``cond()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not cond():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
@@ -89,9 +98,10 @@ async def test_none_value_is_cached_distinct_from_miss(make_cache: MakeCache, co
     cache = make_cache(combo)
     calls = 0
 
-    async def loader() -> None:
+    async def loader() -> object:
         nonlocal calls
         calls += 1
+        return None
 
     assert await cache.get_or_load("k", loader) is None
     assert await cache.get_or_load("k", loader) is None
@@ -264,20 +274,15 @@ async def test_early_refresh_reloads_hot_key_in_background(
         return calls
 
     assert await cache.get_or_load("k", loader, ttl=60) == 1
-    clock.advance(30)
+    clock.advance(55)  # 5 s before expiry; delta * -ln(1e-9) is about 10 s
     # a hit returns the current value at once, and a background refresh starts
     assert await cache.get_or_load("k", loader, ttl=60) == 1
-    for _ in range(50):
-        if cache.stats().refreshes:
-            break
-        await asyncio.sleep(0)
+    await eventually(lambda: cache.stats().refreshes > 0)
     assert cache.stats().refreshes == 1
     assert await cache.get("k") == 2
 
 
-async def test_no_early_refresh_far_from_expiry(
-    make_cache: MakeCache, clock: ManualClock
-) -> None:
+async def test_no_early_refresh_far_from_expiry(make_cache: MakeCache, clock: ManualClock) -> None:
     cache = make_cache("memory", rand=lambda: 0.5)
     calls = 0
 
@@ -373,7 +378,7 @@ async def test_bad_inputs_raise_named_errors(make_cache: MakeCache) -> None:
         return 1
 
     with pytest.raises(CacheError, match="must return an awaitable"):
-        await cache.get_or_load("k", not_async)  # type: ignore[arg-type, return-value]
+        await cache.get_or_load("k", not_async)  # type: ignore[arg-type]
     with pytest.raises(InvalidKeyError, match=r"tags\[1\]"):
         await cache.set("k", 1, tags=["ok", 3])  # type: ignore[list-item]
 

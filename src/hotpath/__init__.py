@@ -14,9 +14,9 @@ from hotpath._errors import (
     KeyBuildError,
 )
 from hotpath.cache import (
+    CachedFunction,
     CacheEvent,
     CacheStats,
-    CachedFunction,
     Codec,
     LatencyStats,
     MemoryTier,

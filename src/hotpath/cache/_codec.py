@@ -6,10 +6,12 @@ Envelope (16-byte header, little-endian, then the payload)::
     [tags: u32 length + msgpack list of str, when flag bit 5 is set] | payload
 
 ``flags`` low bits give the payload format (raw bytes, msgpack, pickle); bit 4
-says the payload is zstd-compressed; bit 5 says tags follow the header. No pickle by default: a cache shared between
-processes is a place where one compromised writer could otherwise run code in
-every reader. Pickle is opt-in (``Codec(pickle=True)``) for deployments where
-every writer is trusted; a reader without it treats pickled entries as misses.
+says the payload is zstd-compressed; bit 5 says tags follow the header.
+
+No pickle by default: a cache shared between processes is a place where one
+compromised writer could otherwise run code in every reader. Pickle is opt-in
+(``Codec(pickle=True)``) for deployments where every writer is trusted; a reader
+without it treats pickled entries as misses.
 
 Bytes that are not a valid envelope of this version (corrupt, truncated, written
 by something else, or pickled while pickle is off) decode to ``None`` (a miss)
@@ -65,9 +67,17 @@ class Codec:
     ) -> None:
         if not isinstance(pickle, bool):
             raise ConfigError(f"pickle must be True or False, got {pickle!r}")
-        if isinstance(compress_min_bytes, bool) or not isinstance(compress_min_bytes, int) or compress_min_bytes < 1:
+        if (
+            isinstance(compress_min_bytes, bool)
+            or not isinstance(compress_min_bytes, int)
+            or compress_min_bytes < 1
+        ):
             raise ConfigError(f"compress_min_bytes must be an int >= 1, got {compress_min_bytes!r}")
-        if isinstance(compress_level, bool) or not isinstance(compress_level, int) or not 1 <= compress_level <= 22:
+        if (
+            isinstance(compress_level, bool)
+            or not isinstance(compress_level, int)
+            or not 1 <= compress_level <= 22
+        ):
             raise ConfigError(f"compress_level must be an int in 1..22, got {compress_level!r}")
         self.pickle = pickle
         self.compress_min_bytes = compress_min_bytes
@@ -93,7 +103,8 @@ class Codec:
                     return _PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
                 except Exception as pexc:
                     raise CodecError(
-                        f"value cannot be encoded, even with pickle: {type(value).__name__} {_short(value)}"
+                        "value cannot be encoded, even with pickle: "
+                        f"{type(value).__name__} {_short(value)}"
                     ) from pexc
             raise CodecError(
                 f"value cannot be encoded: {type(value).__name__} {_short(value)} ({exc}); "
@@ -159,6 +170,10 @@ class Codec:
             log.warning("cache entry %r is unreadable, treating it as a miss: %s", key, exc)
             return None
         return Record(value, None if expires == 0.0 else expires, float(delta), tags)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: object, limit: int = 80) -> str:

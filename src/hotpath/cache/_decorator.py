@@ -6,7 +6,7 @@ import functools
 import inspect
 import string
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from hotpath._errors import ConfigError, KeyBuildError
 from hotpath.cache._keys import fingerprint
@@ -33,7 +33,9 @@ class _KeyMaker:
         params = set(self.sig.parameters)
         for name in ignore:
             if name not in params:
-                raise ConfigError(f"ignore names {name!r}, which is not a parameter of {fn.__qualname__}")
+                raise ConfigError(
+                    f"ignore names {name!r}, which is not a parameter of {fn.__qualname__}"
+                )
         self.ignore = frozenset(ignore) | (_SKIP_BY_DEFAULT & params)
         self.prefix = f"{fn.__module__}.{fn.__qualname__}:"
         if isinstance(key, str):
@@ -41,7 +43,9 @@ class _KeyMaker:
         elif key is not None and not callable(key):
             raise ConfigError(f"key must be a template str, a callable or None, got {key!r}")
         if isinstance(tags, str):
-            raise ConfigError(f"tags must be a list of templates or a callable, got the str {tags!r}")
+            raise ConfigError(
+                f"tags must be a list of templates or a callable, got the str {tags!r}"
+            )
         if tags is not None and not callable(tags):
             for i, t in enumerate(tags):
                 if not isinstance(t, str):
@@ -138,21 +142,29 @@ class CachedFunction(Generic[P, R]):
     def __get__(self, obj: object, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        return functools.partial(self.__call__, obj)  # type: ignore[arg-type]
+        return _BoundCached(self, obj)
 
     def __repr__(self) -> str:
         return f"<cached {self.__wrapped__.__qualname__} ttl={self._ttl!r}>"
 
 
-@overload
-def cached(
-    cache: TieredCache,
-    *,
-    ttl: float | None = ...,
-    key: KeySpec = ...,
-    tags: TagSpec = ...,
-    ignore: Sequence[str] = ...,
-) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+class _BoundCached:
+    """A cached method bound to an instance: ``obj.method(...)``, ``obj.method.invalidate(...)``."""
+
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: CachedFunction[..., Any], obj: object) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(self._obj, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self._fn.key(self._obj, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn.invalidate(self._obj, *args, **kwargs)
 
 
 def cached(

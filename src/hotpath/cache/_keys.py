@@ -54,7 +54,7 @@ def _encode(value: object, path: str, out: list[bytes], depth: int) -> None:
     elif t is str:
         out.append(_frame(b"s", value.encode("utf-8", "surrogatepass")))  # type: ignore[attr-defined]
     elif t is int:
-        out.append(b"i%d;" % value)  # type: ignore[str-bytes-safe]
+        out.append(f"i{value};".encode())
     elif t is float:
         out.append(_frame(b"f", value.hex().encode()))  # type: ignore[attr-defined]
     elif t is bytes or t is bytearray:

@@ -51,7 +51,9 @@ __all__ = ["ENTRY_OVERHEAD", "MemoryTier", "estimate_size"]
 #: Bytes charged per entry on top of its value: dict slot, policy node, record, key.
 ENTRY_OVERHEAD = 256
 
-_SAMPLE_MASK = 63  # time 1 operation in 64
+_SAMPLE_MASK = 63  # time 1 write in 64
+_SAMPLE_ITEMS = 16  # items of a container measured by estimate_size
+_READ_BUFFER = 64  # hits buffered before they are applied to the policy
 _perf = time.perf_counter
 
 # (record, charged bytes, tags)
@@ -61,44 +63,59 @@ _Entry = tuple[Record, int, tuple[str, ...]]
 def estimate_size(value: object, budget: int = 256) -> int:
     """A fast, bounded estimate of ``value``'s memory in bytes.
 
-    Walks str/bytes/int/float/bool/None and list/tuple/set/dict containers,
-    visiting at most ``budget`` objects; anything beyond the budget, and any other
-    type, is charged a flat 64 bytes per object.
+    Knows str/bytes/int/float/bool/None and list/tuple/set/dict. A container's
+    first 16 items are measured and the rest extrapolated from them; at most
+    ``budget`` objects are visited in all (beyond that, and for other types, an
+    object is charged a flat 64 bytes).
     """
     t = type(value)
     if t is str or t is bytes:
         return 49 + len(value)  # type: ignore[arg-type]
     if value is None or t is int or t is float or t is bool:
         return 28
-    total = 0
-    stack = [value]
-    seen = 0
-    while stack:
-        obj = stack.pop()
-        seen += 1
-        t = type(obj)
-        if t is str or t is bytes or t is bytearray:
-            total += 49 + len(obj)  # type: ignore[arg-type]
-        elif obj is None or t is int or t is float or t is bool:
-            total += 28
-        elif t is dict:
-            d: dict[object, object] = obj  # type: ignore[assignment]
-            total += 64 + 24 * len(d)
-            if seen + 2 * len(d) <= budget:
-                stack.extend(d.keys())
-                stack.extend(d.values())
-            else:
-                total += 128 * len(d)
-        elif t is list or t is tuple or t is set or t is frozenset:
-            seq: list[object] = obj  # type: ignore[assignment]
-            total += 56 + 8 * len(seq)
-            if seen + len(seq) <= budget:
-                stack.extend(seq)
-            else:
-                total += 64 * len(seq)
-        else:
-            total += 64
-    return total
+    return _estimate(value, [budget])
+
+
+def _estimate(obj: object, budget: list[int]) -> int:
+    budget[0] -= 1
+    t = type(obj)
+    if t is str or t is bytes or t is bytearray:
+        return 49 + len(obj)  # type: ignore[arg-type]
+    if obj is None or t is int or t is float or t is bool:
+        return 28
+    if t is dict:
+        d: dict[object, object] = obj  # type: ignore[assignment]
+        n = len(d)
+        size = 64 + 24 * n
+        if not n:
+            return size
+        if budget[0] <= 0:
+            return size + 128 * n
+        measured = 0
+        total = 0
+        for k, v in d.items():
+            total += _estimate(k, budget) + _estimate(v, budget)
+            measured += 1
+            if measured == _SAMPLE_ITEMS:
+                break
+        return size + total * n // measured
+    if t is list or t is tuple or t is set or t is frozenset:
+        seq: list[object] = obj  # type: ignore[assignment]
+        n = len(seq)
+        size = 56 + 8 * n
+        if not n:
+            return size
+        if budget[0] <= 0:
+            return size + 64 * n
+        measured = 0
+        total = 0
+        for item in seq:
+            total += _estimate(item, budget)
+            measured += 1
+            if measured == _SAMPLE_ITEMS:
+                break
+        return size + total * n // measured
+    return 64
 
 
 class MemoryTier(Tier):
@@ -130,6 +147,7 @@ class MemoryTier(Tier):
         self._tags: dict[str, set[str]] = {}
         self._bytes = 0
         self._ops = 0
+        self._reads: list[str] = []
         self._counters = TierCounters()
 
     @classmethod
@@ -146,7 +164,8 @@ class MemoryTier(Tier):
             raise ConfigError(f"a memory tier URL must start with memory://, got {url!r}")
         if parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
-                f"a memory tier URL takes no host or path, got {parts.netloc + parts.path!r} in {url!r}"
+                f"a memory tier URL takes no host or path, got "
+                f"{parts.netloc + parts.path!r} in {url!r}"
             )
         query = parse_query(url, {"max_entries", "max_bytes"})
         max_entries = 100_000
@@ -183,8 +202,22 @@ class MemoryTier(Tier):
         """The value stored under ``key``, or ``default`` if absent or expired."""
         if type(key) is not str:
             key = check_key(key)
-        rec = self.get_record(key)  # type: ignore[arg-type]
-        return default if rec is None else rec.value
+        # The lock-free hit path of get_record, inlined: this is the hottest call.
+        reads = self._reads
+        if reads:
+            entry = self._data.get(key)
+            if entry is not None:
+                rec = entry[0]
+                exp = rec.expires_at
+                if exp is None or exp > self._now():
+                    reads.append(key)
+                    if len(reads) >= _READ_BUFFER:
+                        self._drain_reads()
+                    return rec.value
+            rec2 = self._get_locked(key, 0.0)
+        else:
+            rec2 = self._get_locked(key, _perf())
+        return default if rec2 is None else rec2.value
 
     def set(
         self,
@@ -222,12 +255,32 @@ class MemoryTier(Tier):
     # -- record-level API for the tiered cache (keys already validated) ---------------
 
     def get_record(self, key: str) -> Record | None:
-        """The live record for ``key`` (counts a hit or miss; drops it if expired)."""
+        """The live record for ``key`` (counts a hit or miss; drops it if expired).
+
+        A hit takes no lock: it reads the dict (atomic under the GIL) and appends the
+        key to a read buffer that is applied to the policy, under the lock, every
+        64 hits and before every write. A buffer swapped out while another thread
+        appends to it may lose that one access (the policy's view is a sample).
+        """
+        reads = self._reads
+        if reads:
+            entry = self._data.get(key)
+            if entry is not None:
+                rec = entry[0]
+                exp = rec.expires_at
+                if exp is None or exp > self._now():
+                    reads.append(key)
+                    if len(reads) >= _READ_BUFFER:
+                        self._drain_reads()
+                    return rec
+            return self._get_locked(key, 0.0)
+        # The first lookup after a drain is timed (1 in 64 when hits dominate).
+        return self._get_locked(key, _perf())
+
+    def _get_locked(self, key: str, t0: float) -> Record | None:
         lock = self._lock
         lock.acquire()
         try:
-            n = self._ops = self._ops + 1
-            t0 = 0.0 if n & _SAMPLE_MASK else _perf()
             entry = self._data.get(key)
             rec: Record | None
             if entry is None:
@@ -236,21 +289,31 @@ class MemoryTier(Tier):
                 rec = None
             else:
                 rec = entry[0]
-                exp = rec.expires_at
-                if exp is not None and exp <= self._now():
+                if rec.expired(self._now()):
                     self._drop(key, entry)
                     self._counters.expirations += 1
                     self._counters.misses += 1
                     self._policy.miss()
                     rec = None
                 else:
-                    self._counters.hits += 1
-                    self._policy.access(key)
+                    self._reads.append(key)
             if t0:
                 self._counters.latency.record(_perf() - t0)
             return rec
         finally:
             lock.release()
+
+    def _drain_reads(self) -> None:
+        """Apply buffered hits to the policy and the hit counter."""
+        with self._lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        reads = self._reads
+        if reads:
+            self._reads = []
+            self._counters.hits += len(reads)
+            self._policy.access_many(reads)
 
     def peek_record(self, key: str) -> Record | None:
         """The live record for ``key`` without counting it or reordering anything."""
@@ -277,6 +340,8 @@ class MemoryTier(Tier):
         try:
             n = self._ops = self._ops + 1
             t0 = 0.0 if n & _SAMPLE_MASK else _perf()
+            if self._reads:
+                self._drain_locked()
             now = self._now()
             self._reclaim(now)
             counters = self._counters
@@ -354,6 +419,7 @@ class MemoryTier(Tier):
     def clear_sync(self) -> None:
         """Drop every entry (the frequency history goes too)."""
         with self._lock:
+            self._reads = []
             self._data.clear()
             self._tags.clear()
             self._wheel.clear()
@@ -397,6 +463,7 @@ class MemoryTier(Tier):
     async def hottest(self, n: int) -> list[str]:
         """Up to ``n`` live keys by the policy's frequency estimate, hottest first."""
         with self._lock:
+            self._drain_locked()
             now = self._now()
             keys = self._policy.hottest(len(self._data))
             out = []
@@ -410,6 +477,7 @@ class MemoryTier(Tier):
 
     def stats(self) -> TierStats:
         with self._lock:
+            self._drain_locked()
             return self._counters.snapshot(
                 self.name, healthy=True, entries=len(self._data), nbytes=self._bytes
             )
@@ -462,6 +530,8 @@ class MemoryTier(Tier):
 
     def _reclaim(self, now: float) -> None:
         """Drop entries whose deadline passed (the wheel only visits ticks that changed)."""
+        if now < self._wheel.next_tick:
+            return
         expired = self._wheel.advance(now)
         if expired:
             data = self._data

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from hotpath.cache._sketch import FrequencySketch, Indexes
 
@@ -79,6 +80,7 @@ class WTinyLFU:
         window: float = _INITIAL_WINDOW,
         adaptive: bool = True,
         sample_factor: int = 10,
+        climb_factor: float = 10.0,
         seed: int | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
@@ -97,7 +99,7 @@ class WTinyLFU:
         self._main_cap = 0
         self._protected_cap = 0
         self._set_caps()
-        self._sample = max(64, sample_factor * capacity)
+        self._sample = max(64, round(climb_factor * capacity))
         self._hits = 0
         self._requests = 0
         self._prev_ratio = 0.0
@@ -150,23 +152,52 @@ class WTinyLFU:
 
     def access(self, key: str) -> None:
         """A lookup hit ``key``: count it and move it up its region."""
-        idx = self._protected.get(key)
-        if idx is not None:
-            self._protected.move_to_end(key)
-        else:
-            idx = self._window.get(key)
+        self.access_many((key,))
+
+    def access_many(self, keys: Iterable[str]) -> None:
+        """Apply a batch of hits in order (the tier buffers hits and drains them here).
+
+        Keys no longer tracked are skipped. This is the hot loop of the cache, so the
+        sketch increment is inlined and the regions' methods are bound once.
+        """
+        protected = self._protected
+        window = self._window
+        probation = self._probation
+        protected_get = protected.get
+        protected_move = protected.move_to_end
+        window_get = window.get
+        window_move = window.move_to_end
+        t = self.sketch.table
+        n = 0
+        for key in keys:
+            idx = protected_get(key)
             if idx is not None:
-                self._window.move_to_end(key)
+                protected_move(key)
             else:
-                idx = self._probation.pop(key, None)
-                if idx is None:
-                    return
-                self._promote(key, idx)
-        self.sketch.increment(idx)
-        self._hits += 1
-        self._requests += 1
-        if self._requests >= self._sample:
-            self._climb()
+                idx = window_get(key)
+                if idx is not None:
+                    window_move(key)
+                else:
+                    idx = probation.pop(key, None)
+                    if idx is None:
+                        continue
+                    self._promote(key, idx)
+            a, b, c, d = idx
+            if t[a] < 15:
+                t[a] += 1
+            if t[b] < 15:
+                t[b] += 1
+            if t[c] < 15:
+                t[c] += 1
+            if t[d] < 15:
+                t[d] += 1
+            n += 1
+        if n:
+            self.sketch.added(n)
+            self._hits += n
+            self._requests += n
+            if self._requests >= self._sample:
+                self._climb()
 
     def miss(self) -> None:
         """A lookup found nothing (feeds the hit ratio the window adapts to)."""
@@ -315,8 +346,8 @@ class WTinyLFU:
         ratio = self._hits / self._requests
         self._hits = 0
         self._requests = 0
-        if not self.adaptive:
-            return
+        if not self.adaptive or self._size < self._capacity:
+            return  # a cache still filling up says nothing about its window size
         delta = ratio - self._prev_ratio
         self._prev_ratio = ratio
         amount = self._step if delta >= 0 else -self._step

@@ -38,19 +38,22 @@ def _pow2_at_least(n: int) -> int:
 class FrequencySketch:
     """Approximate, aging access counts for an unbounded key space in fixed memory.
 
-    ``capacity`` is the number of keys the cache holds; each row gets the next power
-    of two at least that wide, and the counters age every ``sample_factor *
-    capacity`` increments.
+    ``capacity`` is the number of keys the cache holds; each row gets four times the
+    next power of two at least that big (16 counters, 16 bytes, per cached key:
+    fewer collisions measurably helped the hit ratio on sprite), and the counters
+    age every ``sample_factor * capacity`` increments.
     """
 
-    __slots__ = ("_additions", "_mask", "_table", "_width", "resets", "sample_size")
+    __slots__ = ("_additions", "_mask", "_width", "resets", "sample_size", "table")
 
     def __init__(self, capacity: int, *, sample_factor: int = 10) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity!r}")
-        self._width = _pow2_at_least(max(capacity, 16))
+        self._width = 4 * _pow2_at_least(max(capacity, 16))
         self._mask = self._width - 1
-        self._table = bytearray(4 * self._width)
+        #: The counters. Reset and clear work in place, so a hot loop may keep a
+        #: reference and bump counters itself (then call :meth:`added`).
+        self.table = bytearray(4 * self._width)
         self.sample_size = max(16, sample_factor * capacity)
         self._additions = 0
         self.resets = 0
@@ -62,11 +65,16 @@ class FrequencySketch:
         hi = (h >> 32) | 1  # odd, so the four probes differ
         m = self._mask
         w = self._width
-        return (lo & m, w + ((lo + hi) & m), 2 * w + ((lo + 2 * hi) & m), 3 * w + ((lo + 3 * hi) & m))
+        return (
+            lo & m,
+            w + ((lo + hi) & m),
+            2 * w + ((lo + 2 * hi) & m),
+            3 * w + ((lo + 3 * hi) & m),
+        )
 
     def increment(self, idx: Indexes) -> None:
         """Count one access of the key at ``idx``; age every counter when a sample is full."""
-        t = self._table
+        t = self.table
         a, b, c, d = idx
         if t[a] < _MAX:
             t[a] += 1
@@ -80,11 +88,17 @@ class FrequencySketch:
         if self._additions >= self.sample_size:
             self.reset()
 
+    def added(self, n: int) -> None:
+        """Account ``n`` increments made directly on :attr:`table` (ages when due)."""
+        self._additions += n
+        if self._additions >= self.sample_size:
+            self.reset()
+
     def add(self, idx: Indexes, count: int) -> None:
         """Count ``count`` accesses at once (used to warm the sketch)."""
         if count <= 0:
             return
-        t = self._table
+        t = self.table
         for i in idx:
             t[i] = min(_MAX, t[i] + count)
         self._additions += min(count, _MAX)
@@ -93,18 +107,18 @@ class FrequencySketch:
 
     def estimate(self, idx: Indexes) -> int:
         """The estimated recent access count of the key at ``idx`` (0..15)."""
-        t = self._table
+        t = self.table
         a, b, c, d = idx
         return min(t[a], t[b], t[c], t[d])
 
     def reset(self) -> None:
         """Halve every counter (in C, via ``bytes.translate``): old history fades."""
-        self._table = bytearray(self._table.translate(_HALVE))
+        self.table[:] = self.table.translate(_HALVE)
         self._additions //= 2
         self.resets += 1
 
     def clear(self) -> None:
-        self._table = bytearray(len(self._table))
+        self.table[:] = bytes(len(self.table))
         self._additions = 0
 
     def __repr__(self) -> str:

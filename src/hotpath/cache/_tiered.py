@@ -46,6 +46,7 @@ log = logging.getLogger("hotpath.cache")
 T = TypeVar("T")
 _MISSING: Any = object()
 _FLUSH_EVERY_OPS = 1024
+_MAX_PENDING_COUNTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ class TieredCache:
 
     @classmethod
     def from_urls(cls, *urls: str, **options: Any) -> TieredCache:
-        """``TieredCache.from_urls("memory://", "redis://...", "sqlite:///c.db", default_ttl=60)``."""
+        """``TieredCache.from_urls("memory://", "sqlite:///c.db", default_ttl=60)``."""
         return cls(list(urls), **options)
 
     def __repr__(self) -> str:
@@ -299,9 +300,7 @@ class TieredCache:
         pairs = items.items() if isinstance(items, Mapping) else items
         expires = self._expiry(check_ttl(ttl))
         tag_tuple = check_tags(tags)
-        batch = [
-            (check_key(k, "items key"), Record(v, expires, 0.0, tag_tuple)) for k, v in pairs
-        ]
+        batch = [(check_key(k, "items key"), Record(v, expires, 0.0, tag_tuple)) for k, v in pairs]
         await self._store(batch)
 
     async def delete(self, key: str | bytes) -> None:
@@ -524,13 +523,13 @@ class TieredCache:
                     log.warning("early refresh of %r failed: %s", k, exc)
             raise
         delta = self._clock.monotonic() - started
+        await self._store([(k, Record(value, self._expiry(ttl), delta, tags))])
         if refresh:
             self._refreshes += 1
         else:
             self._loads += 1
         if self._hooks:
             self._emit(CacheEvent("refresh" if refresh else "load", k, seconds=delta))
-        await self._store([(k, Record(value, self._expiry(ttl), delta, tags))])
         return value
 
     # -- sync bridge (used by @cached on plain functions) -----------------------
@@ -598,19 +597,24 @@ class TieredCache:
         return 0
 
     def _count(self, k: str) -> None:
+        if not self._lower:
+            return  # nothing persists access counts, so warming has nothing to read
         access = self._access
         access[k] = access.get(k, 0) + 1
         self._ops += 1
-        if self._ops % _FLUSH_EVERY_OPS == 0 or len(access) >= 100_000:
+        if self._ops % _FLUSH_EVERY_OPS == 0:
             self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        if not self._lower or self._clock.monotonic() < self._next_flush:
-            if len(self._access) < 100_000:
-                return
+        due = self._clock.monotonic() >= self._next_flush
+        if not due and len(self._access) < _MAX_PENDING_COUNTS:
+            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # a sync caller: flush on the portal loop, if it runs
+            portal = self._portal.loop
+            if portal is not None:
+                asyncio.run_coroutine_threadsafe(self._flush_hits(), portal)
             return
         task = loop.create_task(self._flush_hits())
         self._background.add(task)

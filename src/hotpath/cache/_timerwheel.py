@@ -29,10 +29,13 @@ _TICKS = tuple(float(_SLOTS**n) for n in range(_LEVELS))
 class TimerWheel:
     """Deadlines for keys; :meth:`advance` returns the keys whose deadline has passed."""
 
-    __slots__ = ("_now", "_slot_of", "_wheel")
+    __slots__ = ("_now", "_slot_of", "_wheel", "next_tick")
 
     def __init__(self, now: float) -> None:
         self._now = now
+        #: The earliest time at which :meth:`advance` can return anything: callers on a
+        #: hot path may skip the call while ``now < next_tick``.
+        self.next_tick = float(int(now) + 1)
         self._wheel: list[list[dict[str, float]]] = [
             [{} for _ in range(_SLOTS)] for _ in range(_LEVELS)
         ]
@@ -81,6 +84,7 @@ class TimerWheel:
             self._now = now
             return []
         self._now = now
+        self.next_tick = float(int(now) + 1)
         expired: list[str] = []
         for level in range(_LEVELS):
             tick = _TICKS[level]

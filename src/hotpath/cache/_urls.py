@@ -42,7 +42,9 @@ def tier_from_url(url: str, *, clock: Clock | None = None, codec: Codec | None =
         module_name, class_name = _BACKENDS[scheme]
     except KeyError:
         known = ", ".join(f"{s}://" for s in _BACKENDS)
-        raise ConfigError(f"unknown cache tier URL scheme {scheme!r} in {url!r}; known: {known}") from None
+        raise ConfigError(
+            f"unknown cache tier URL scheme {scheme!r} in {url!r}; known: {known}"
+        ) from None
     cls = getattr(importlib.import_module(module_name), class_name)
     tier: Tier = cls.from_url(url, clock=clock, codec=codec)
     return tier
@@ -54,7 +56,8 @@ def parse_query(url: str, allowed: set[str]) -> dict[str, str]:
     for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True, strict_parsing=False):
         if name not in allowed:
             raise ConfigError(
-                f"unknown parameter {name!r} in cache URL {url!r}; allowed: {', '.join(sorted(allowed))}"
+                f"unknown parameter {name!r} in cache URL {url!r}; "
+                f"allowed: {', '.join(sorted(allowed))}"
             )
         if name in out:
             raise ConfigError(f"parameter {name!r} given twice in cache URL {url!r}")

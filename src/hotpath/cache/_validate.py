@@ -43,7 +43,9 @@ def check_tags(tags: Iterable[object] | None, arg: str = "tags") -> tuple[str, .
     if tags is None:
         return ()
     if isinstance(tags, str | bytes):
-        raise InvalidKeyError(f"{arg} must be a list of tags, not a single {type(tags).__name__} {tags!r}")
+        raise InvalidKeyError(
+            f"{arg} must be a list of tags, not a single {type(tags).__name__} {tags!r}"
+        )
     out = []
     for i, tag in enumerate(tags):
         t = check_key(tag, f"{arg}[{i}]")

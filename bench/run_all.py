@@ -1,0 +1,57 @@
+"""``make bench``: run every benchmark, then rebuild docs/benchmarks.md from their results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.timing import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+# (module, results file) in the order they appear in docs/benchmarks.md
+BENCHES = [
+    ("bench.memory_speed", "memory_speed.md"),
+    ("bench.cache_speed", "cache_speed.md"),
+    ("bench.redis_tier", "redis_tier.md"),
+    ("bench.sqlite_tier", "sqlite_tier.md"),
+    ("bench.coherence", "coherence.md"),
+    ("bench.hit_ratio", "hit_ratio.md"),
+]
+
+
+def main() -> int:
+    only = set(sys.argv[1:])
+    failed = []
+    for module, _ in BENCHES:
+        if only and module.split(".")[-1] not in only:
+            continue
+        print(f"== {module}", flush=True)
+        if subprocess.run([sys.executable, "-m", module], cwd=ROOT).returncode != 0:
+            failed.append(module)
+    parts = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`python -m bench.run_all`); each section is one script's "
+        "output, in `bench/results/`. Every figure is a ratio against a baseline measured in "
+        "the same run. These machines are noisy: scripts repeat and take medians.",
+        "",
+        f"Last assembled {time.strftime('%Y-%m-%d')} on {machine()}.",
+        "",
+    ]
+    for _, name in BENCHES:
+        path = RESULTS / name
+        if path.exists():
+            text = path.read_text().strip().replace("\n# ", "\n## ")
+            parts += ["#" + text if text.startswith("# ") else text, ""]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(parts))
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Timing helpers shared by the benchmarks: batches, repeats, median and p99."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+__all__ = ["Figure", "machine", "time_async", "time_sync"]
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """Per-operation time in ns: median and p99 over batches."""
+
+    median_ns: float
+    p99_ns: float
+
+    def ratio(self, base: Figure) -> float:
+        return self.median_ns / base.median_ns
+
+    def us(self) -> str:
+        return f"{self.median_ns / 1000:.3f} / {self.p99_ns / 1000:.3f}"
+
+
+def _summarize(per_op: list[float]) -> Figure:
+    per_op.sort()
+    return Figure(
+        statistics.median(per_op), per_op[min(len(per_op) - 1, round(0.99 * (len(per_op) - 1)))]
+    )
+
+
+def time_sync(fn: Callable[[], object], *, batch: int = 200, batches: int = 400) -> Figure:
+    """Time ``fn()`` in ``batches`` batches of ``batch`` calls each."""
+    for _ in range(batch * 5):
+        fn()
+    per_op = []
+    for _ in range(batches):
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            fn()
+        per_op.append((time.perf_counter_ns() - t0) / batch)
+    return _summarize(per_op)
+
+
+async def time_async(
+    fn: Callable[[], Awaitable[object]], *, batch: int = 100, batches: int = 400
+) -> Figure:
+    """Time ``await fn()`` in ``batches`` batches of ``batch`` awaits each."""
+    for _ in range(batch * 3):
+        await fn()
+    per_op = []
+    for _ in range(batches):
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            await fn()
+        per_op.append((time.perf_counter_ns() - t0) / batch)
+    return _summarize(per_op)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        cores = "?"
+    system = f"{platform.system()} {platform.machine()}"
+    return f"{cpu}, {cores} cores, Python {platform.python_version()}, {system}"

@@ -1,0 +1,62 @@
+"""The public API is what __all__ says, and importing it does no work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import hotpath
+import hotpath.cache
+
+
+def test_all_names_exist_and_are_sorted() -> None:
+    for module in (hotpath, hotpath.cache):
+        assert sorted(module.__all__) == list(module.__all__)
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name} missing"
+
+
+def test_public_names_are_not_private_modules() -> None:
+    for name in hotpath.__all__:
+        assert not name.startswith("_")
+
+
+def test_issue_names_are_exported_from_both() -> None:
+    names = {
+        "TieredCache",
+        "MemoryTier",
+        "RedisTier",
+        "SQLiteTier",
+        "cached",
+        "CacheStats",
+        "HotpathError",
+    }
+    assert names <= set(hotpath.__all__)
+    assert names <= set(hotpath.cache.__all__)
+
+
+def test_errors_form_one_tree() -> None:
+    for name in (
+        "ConfigError",
+        "CacheError",
+        "InvalidKeyError",
+        "InvalidTTLError",
+        "CodecError",
+        "KeyBuildError",
+    ):
+        assert issubclass(getattr(hotpath, name), hotpath.HotpathError)
+
+
+def test_import_starts_no_threads_and_opens_no_sockets() -> None:
+    code = (
+        "import threading, socket\n"
+        "opened = []\n"
+        "orig = socket.socket.connect\n"
+        "socket.socket.connect = lambda self, *a: opened.append(a) or orig(self, *a)\n"
+        "import hotpath, hotpath.cache\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+        "assert not opened, opened\n"
+        "import sys\n"
+        "assert 'theine' not in sys.modules and 'cachetools' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
