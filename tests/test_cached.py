@@ -179,3 +179,40 @@ def test_bad_decorator_arguments(cache: TieredCache) -> None:
         @cached(cache, ignore=["zz"])
         async def g(x: int) -> int:
             return x
+
+
+async def test_every_spelling_of_a_call_shares_a_key(cache: TieredCache) -> None:
+    @cached(cache)
+    async def f(a: int, b: str = "x", *, flag: bool = False) -> int:
+        return a
+
+    same = {
+        f.key(1),
+        f.key(1, "x"),
+        f.key(a=1),
+        f.key(1, b="x"),
+        f.key(b="x", a=1, flag=False),
+    }
+    assert len(same) == 1
+    assert f.key(1, flag=True) not in same
+    assert f.key(2) not in same
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing a required argument: 'a'"),
+        ((1,), {"a": 2}, "multiple values for argument 'a'"),
+        ((1,), {"zz": 2}, "unexpected keyword argument 'zz'"),
+        ((1, "x", 3), {}, "too many positional arguments"),
+    ],
+)
+async def test_calls_that_do_not_fit_the_signature_are_rejected(
+    cache: TieredCache, args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    @cached(cache)
+    async def f(a: int, b: str = "x", *, flag: bool = False) -> int:
+        return a
+
+    with pytest.raises(KeyBuildError, match=message):
+        await f(*args, **kwargs)  # type: ignore[arg-type]

@@ -489,7 +489,7 @@ async def test_disk_full_is_counted_bypassed_and_recovers(
     assert_consistent(db)
 
 
-async def test_write_lock_held_elsewhere_fails_within_busy_timeout(
+async def test_write_lock_held_elsewhere_drops_the_write_within_busy_timeout(
     db: Path, clock: ManualClock
 ) -> None:
     t = SQLiteTier(db, clock=clock, busy_timeout=0.1)
@@ -506,10 +506,9 @@ async def test_write_lock_held_elsewhere_fails_within_busy_timeout(
         other.close()
     assert 0.09 <= elapsed < 0.6
     assert t.stats().errors == 1
-    assert not t.healthy
-    clock.advance(1)
+    assert t.healthy  # contention drops that one write; the tier stays in service
+    assert await t.get("k") == "v"
     await t.set("k2", "v2")
-    assert t.stats().healthy
     assert await t.get("k2") == "v2"
     await t.aclose()
 

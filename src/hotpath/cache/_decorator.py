@@ -53,11 +53,31 @@ class _KeyMaker:
                 _check_template(t, params, f"tags[{i}]", fn)
         self.key = key
         self.tags = tags
-        self.simple = not any(
-            p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in self.sig.parameters.values()
+        plist = list(self.sig.parameters.values())
+        self.simple = not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in plist)
+        self.names = tuple(p.name for p in plist)
+        self.positional = tuple(
+            p.name for p in plist if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
+        self.by_keyword = frozenset(p.name for p in plist if p.kind is not p.POSITIONAL_ONLY)
+        self.defaults = {p.name: p.default for p in plist if p.default is not p.empty}
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.simple and len(args) <= len(self.positional):
+            # Fast path (~0.3 us vs ~2.5 us for Signature.bind): plain parameters, every
+            # keyword known and not given twice; anything unusual goes the slow way.
+            arguments = dict(zip(self.positional, args, strict=False))
+            for name, value in kwargs.items():
+                if name in arguments or name not in self.by_keyword:
+                    break
+                arguments[name] = value
+            else:
+                if len(arguments) == len(self.names):
+                    return arguments if not kwargs else {n: arguments[n] for n in self.names}
+                if all(n in arguments or n in self.defaults for n in self.names):
+                    return {
+                        n: arguments[n] if n in arguments else self.defaults[n] for n in self.names
+                    }
         try:
             bound = self.sig.bind(*args, **kwargs)
         except TypeError as exc:

@@ -16,7 +16,8 @@ import decimal
 import enum
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from hotpath._errors import KeyBuildError
 
@@ -32,57 +33,105 @@ def canonical_bytes(value: object, arg: str = "value") -> bytes:
     """A deterministic, type-tagged encoding of ``value``.
 
     Raises :class:`KeyBuildError` naming the path of the first part that has no
-    stable encoding (e.g. ``kwargs['client']``).
+    stable encoding (e.g. ``arguments['client']``).
     """
     out: list[bytes] = []
-    _encode(value, arg, out, 0)
+    try:
+        _encode(value, out, 0)
+    except _UnkeyableError as exc:
+        path = arg + "".join(reversed(exc.path))
+        raise KeyBuildError(f"{path} {exc.reason}") from None
     return b"".join(out)
+
+
+class _UnkeyableError(Exception):
+    """Raised inside the encoder; collects the path on its way out (built only on error)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.path: list[str] = []
 
 
 def _frame(tag: bytes, data: bytes) -> bytes:
     return b"%s%d:%s" % (tag, len(data), data)
 
 
-def _encode(value: object, path: str, out: list[bytes], depth: int) -> None:
+def _str(v: Any) -> bytes:
+    data = v.encode("utf-8", "surrogatepass")
+    return b"s%d:%s" % (len(data), data)
+
+
+def _float(v: Any) -> bytes:
+    data = v.hex().encode()
+    return b"f%d:%s" % (len(data), data)
+
+
+def _bytes(v: Any) -> bytes:
+    data = bytes(v)
+    return b"b%d:%s" % (len(data), data)
+
+
+# Exact types with a one-step encoding (subclasses go the slow way).
+_SCALARS: dict[type, Callable[[Any], bytes]] = {
+    type(None): lambda v: b"N",
+    bool: lambda v: b"T" if v else b"F",
+    str: _str,
+    int: lambda v: f"i{v};".encode(),
+    float: _float,
+    bytes: _bytes,
+    bytearray: _bytes,
+}
+
+
+def _encode(value: object, out: list[bytes], depth: int) -> None:
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        out.append(scalar(value))
+        return
     if depth > 64:
-        raise KeyBuildError(f"{path} is nested too deeply (or is recursive) to be part of a key")
+        raise _UnkeyableError("is nested too deeply (or is recursive) to be part of a key")
     t = type(value)
-    if value is None:
-        out.append(b"N")
-    elif t is bool:
-        out.append(b"T" if value else b"F")
-    elif t is str:
-        out.append(_frame(b"s", value.encode("utf-8", "surrogatepass")))  # type: ignore[attr-defined]
-    elif t is int:
-        out.append(f"i{value};".encode())
-    elif t is float:
-        out.append(_frame(b"f", value.hex().encode()))  # type: ignore[attr-defined]
-    elif t is bytes or t is bytearray:
-        out.append(_frame(b"b", bytes(value)))  # type: ignore[call-overload]
-    elif t is list or t is tuple:
-        items: list[object] = list(value)  # type: ignore[call-overload]
+    if t is list or t is tuple:
+        items: Sequence[object] = value  # type: ignore[assignment]
         out.append(b"%s%d:" % (b"l" if t is list else b"t", len(items)))
         for i, item in enumerate(items):
-            _encode(item, f"{path}[{i}]", out, depth + 1)
-    elif isinstance(value, Mapping):
+            try:
+                _encode(item, out, depth + 1)
+            except _UnkeyableError as exc:
+                exc.path.append(f"[{i}]")
+                raise
+    elif t is dict or isinstance(value, Mapping):
+        mapping: Mapping[object, object] = value  # type: ignore[assignment]
         parts = []
-        for k, v in value.items():
-            kb = canonical_bytes_at(k, f"{path} key {k!r}", depth + 1)
-            vb = canonical_bytes_at(v, f"{path}[{k!r}]", depth + 1)
-            parts.append(kb + vb)
+        for k, v in mapping.items():
+            try:
+                kb = _encoded(k, depth + 1)
+            except _UnkeyableError as exc:
+                exc.path.append(f" key {k!r}")
+                raise
+            try:
+                parts.append(kb + _encoded(v, depth + 1))
+            except _UnkeyableError as exc:
+                exc.path.append(f"[{k!r}]")
+                raise
         parts.sort()
         out.append(b"d%d:" % len(parts))
         out.extend(parts)
     elif t is set or t is frozenset:
-        members = sorted(
-            canonical_bytes_at(m, f"{path} member", depth + 1)
-            for m in value  # type: ignore[attr-defined]
-        )
+        try:
+            members = sorted(_encoded(m, depth + 1) for m in value)  # type: ignore[attr-defined]
+        except _UnkeyableError as exc:
+            exc.path.append(" member")
+            raise
         out.append(b"S%d:" % len(members))
         out.extend(members)
     elif isinstance(value, enum.Enum):
         out.append(_frame(b"e", _qualname(value).encode()))
-        _encode(value.value, f"{path}.value", out, depth + 1)
+        try:
+            _encode(value.value, out, depth + 1)
+        except _UnkeyableError as exc:
+            exc.path.append(".value")
+            raise
     elif isinstance(value, datetime.datetime | datetime.date | datetime.time):
         out.append(_frame(b"D", f"{t.__name__}:{value.isoformat()}".encode()))
     elif isinstance(value, datetime.timedelta):
@@ -92,20 +141,23 @@ def _encode(value: object, path: str, out: list[bytes], depth: int) -> None:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         out.append(_frame(b"c", _qualname(value).encode()))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        _encode(fields, path, out, depth + 1)
+        _encode(fields, out, depth + 1)
     elif isinstance(value, str | int | float):  # subclasses: encode as the base value
         base = str if isinstance(value, str) else int if isinstance(value, int) else float
-        _encode(base(value), path, out, depth)
+        _encode(base(value), out, depth)
     else:
-        raise KeyBuildError(
-            f"{path} has no stable key encoding: {t.__module__}.{t.__qualname__} {_short(value)}; "
+        raise _UnkeyableError(
+            f"has no stable key encoding: {t.__module__}.{t.__qualname__} {_short(value)}; "
             "pass key=... to @cached, or list the argument in ignore=..."
         )
 
 
-def canonical_bytes_at(value: object, path: str, depth: int) -> bytes:
+def _encoded(value: object, depth: int) -> bytes:
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        return scalar(value)
     out: list[bytes] = []
-    _encode(value, path, out, depth)
+    _encode(value, out, depth)
     return b"".join(out)
 
 

@@ -307,7 +307,7 @@ class RedisTier(Tier):
                 del self._clients[old]
             client = self._new_client(max_connections=self._max_connections, retries=1)
             gate = asyncio.Semaphore(self._max_connections)
-            dog = Watchdog(loop, period=max(0.01, self._deadline / 4))
+            dog = Watchdog(loop, self._deadline, period=max(0.01, self._deadline / 4))
             conn = self._clients[loop] = (client, gate, dog)
         self._last = (loop, conn)
         return conn
@@ -335,8 +335,9 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                data = await client.get(vkey)
+            with dog:
+                async with gate:
+                    data = await client.get(vkey)
         except Exception as exc:  # noqa: BLE001 - any backend fault reads as a miss
             counters.latency.record(perf_counter() - t0)
             self._fault(exc, "read")
@@ -357,8 +358,9 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                values = await client.mget(vkeys)
+            with dog:
+                async with gate:
+                    values = await client.mget(vkeys)
         except Exception as exc:  # noqa: BLE001 - any backend fault reads as a miss
             counters.latency.record(perf_counter() - t0)
             self._fault(exc, "read_many")
@@ -416,20 +418,21 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                if len(sets) == 1 and not gone and not tagged:
-                    vkey, blob, px = sets[0]
-                    await client.set(vkey, blob, px=px)
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for vkey, blob, px in sets:
-                        pipe.set(vkey, blob, px=px)
-                    if gone:
-                        pipe.unlink(*gone)
-                    for tkey, (members, ms) in tagged.items():
-                        for i in range(0, len(members), _SCRIPT_BATCH):
-                            pipe.eval(_TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
-                    await pipe.execute()
+            with dog:
+                async with gate:
+                    if len(sets) == 1 and not gone and not tagged:
+                        vkey, blob, px = sets[0]
+                        await client.set(vkey, blob, px=px)
+                    else:
+                        pipe = client.pipeline(transaction=False)
+                        for vkey, blob, px in sets:
+                            pipe.set(vkey, blob, px=px)
+                        if gone:
+                            pipe.unlink(*gone)
+                        for tkey, (members, ms) in tagged.items():
+                            for i in range(0, len(members), _SCRIPT_BATCH):
+                                pipe.eval(_TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
+                        await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - a backend fault makes the write a no-op
             self._counters.latency.record(perf_counter() - t0)
             self._fault(exc, "write_many")
@@ -448,8 +451,9 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                removed = int(await client.unlink(*vkeys))
+            with dog:
+                async with gate:
+                    removed = int(await client.unlink(*vkeys))
         except Exception as exc:  # noqa: BLE001 - a backend fault makes the delete a no-op
             self._counters.latency.record(perf_counter() - t0)
             self._fault(exc, "remove_many")
@@ -466,8 +470,9 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                removed = await self._remove_tag(client, tkeys)
+            with dog:
+                async with gate:
+                    removed = await self._remove_tag(client, tkeys)
         except Exception as exc:  # noqa: BLE001 - a backend fault makes the removal a no-op
             self._counters.latency.record(perf_counter() - t0)
             self._fault(exc, "remove_tags")
@@ -507,13 +512,15 @@ class RedisTier(Tier):
             cursor = 0
             while True:
                 # Each round trip gets its own deadline: a big keyspace takes many.
-                async with dog.guard(self._deadline), gate:
-                    cursor, found = await client.scan(cursor, match=pattern, count=_SCAN_COUNT)
+                with dog:
+                    async with gate:
+                        cursor, found = await client.scan(cursor, match=pattern, count=_SCAN_COUNT)
                 keys = cast("list[bytes]", found)
                 doomed = [k for k in keys if not k.startswith(lprefix)]
                 if doomed:
-                    async with dog.guard(self._deadline), gate:
-                        removed += int(await client.unlink(*doomed))
+                    with dog:
+                        async with gate:
+                            removed += int(await client.unlink(*doomed))
                 if cursor == 0:
                     break
         except Exception as exc:  # noqa: BLE001 - a backend fault stops the clear
@@ -532,16 +539,17 @@ class RedisTier(Tier):
         t0 = perf_counter()
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                pipe = client.pipeline(transaction=False)
-                for member, n in members:
-                    pipe.zincrby(self._hkey, n, member)
-                self._hits_since_trim += len(members)
-                if self._hits_since_trim >= _TRIM_EVERY:
-                    # Keep only the top _MAX_HOT counts: ranks 0..len-_MAX_HOT-1 go.
-                    pipe.zremrangebyrank(self._hkey, 0, -(_MAX_HOT + 1))
-                    self._hits_since_trim = 0
-                await pipe.execute()
+            with dog:
+                async with gate:
+                    pipe = client.pipeline(transaction=False)
+                    for member, n in members:
+                        pipe.zincrby(self._hkey, n, member)
+                    self._hits_since_trim += len(members)
+                    if self._hits_since_trim >= _TRIM_EVERY:
+                        # Keep only the top _MAX_HOT counts: ranks 0..len-_MAX_HOT-1 go.
+                        pipe.zremrangebyrank(self._hkey, 0, -(_MAX_HOT + 1))
+                        self._hits_since_trim = 0
+                    await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - a backend fault drops the counts
             self._counters.latency.record(perf_counter() - t0)
             self._fault(exc, "add_hits")
@@ -563,16 +571,18 @@ class RedisTier(Tier):
             client, gate, dog = self._client()
             start = 0
             while len(live) < n:
-                async with dog.guard(self._deadline), gate:
-                    ranked = await client.zrevrange(self._hkey, start, start + page - 1)
+                with dog:
+                    async with gate:
+                        ranked = await client.zrevrange(self._hkey, start, start + page - 1)
                 members = cast("list[bytes]", ranked)
                 if not members:
                     break
                 pipe = client.pipeline(transaction=False)
                 for member in members:
                     pipe.exists(self._vprefix + member)
-                async with dog.guard(self._deadline), gate:
-                    exists = await pipe.execute()
+                with dog:
+                    async with gate:
+                        exists = await pipe.execute()
                 for member, found in zip(members, exists, strict=True):
                     if not found:
                         dead.append(member)
@@ -581,8 +591,9 @@ class RedisTier(Tier):
                 start += page
             if dead:
                 # Keys whose value is gone take their counts with them.
-                async with dog.guard(self._deadline), gate:
-                    await client.zrem(self._hkey, *dead)
+                with dog:
+                    async with gate:
+                        await client.zrem(self._hkey, *dead)
         except Exception as exc:  # noqa: BLE001 - a backend fault answers "nothing is hot"
             self._counters.latency.record(perf_counter() - t0)
             self._fault(exc, "hottest")
@@ -696,8 +707,9 @@ class RedisTier(Tier):
             return None
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                taken = await client.set(lkey, tok, nx=True, px=px)
+            with dog:
+                async with gate:
+                    taken = await client.set(lkey, tok, nx=True, px=px)
         except Exception as exc:  # noqa: BLE001 - "unknown" rather than an error
             self._fault(exc, "try_lock")
             return None
@@ -712,8 +724,9 @@ class RedisTier(Tier):
             return
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                await client.eval(_UNLOCK, 1, lkey, tok)
+            with dog:
+                async with gate:
+                    await client.eval(_UNLOCK, 1, lkey, tok)
         except Exception as exc:  # noqa: BLE001 - the lease will expire on its own
             self._fault(exc, "unlock")
             return
@@ -726,8 +739,9 @@ class RedisTier(Tier):
             return None
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                held = await client.exists(lkey)
+            with dog:
+                async with gate:
+                    held = await client.exists(lkey)
         except Exception as exc:  # noqa: BLE001
             self._fault(exc, "is_locked")
             return None
@@ -742,8 +756,9 @@ class RedisTier(Tier):
             return False
         try:
             client, gate, dog = self._client()
-            async with dog.guard(self._deadline), gate:
-                await client.publish(self._channel, bytes(payload))
+            with dog:
+                async with gate:
+                    await client.publish(self._channel, bytes(payload))
         except Exception as exc:  # noqa: BLE001
             self._fault(exc, "publish")
             return False

@@ -39,9 +39,11 @@ How it works, and why:
 * **Faults.** A corrupt file (not a database, malformed) is logged at ERROR,
   moved aside to ``<path>.corrupt-<UTC time>`` with its ``-wal``/``-shm``, and a
   fresh database is created on the next call. Any other backend fault (cannot
-  create or open the file, read-only, disk full, I/O error, write lock held past
-  ``busy_timeout``) is counted, marks the tier unhealthy (reads miss, writes are
-  dropped) and the backend is retried on fresh connections after the backoff.
+  create or open the file, read-only, disk full, I/O error) is counted, marks the
+  tier unhealthy (reads miss, writes are dropped) and the backend is retried on
+  fresh connections after the backoff. A write lock held by another process past
+  ``busy_timeout`` only drops that one call (counted in ``errors``): contention
+  is not a broken backend.
   Bad input (key, TTL, tags, an unencodable value) still raises: records are
   encoded before the database is touched.
 """
@@ -521,6 +523,11 @@ class SQLiteTier(Tier):
     def _fault(self, exc: BaseException, op: str) -> bool:
         """Handle a backend fault; True if a corrupt file was replaced by a fresh one."""
         self._counters.errors += 1
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            # Another process held the write lock past busy_timeout: drop this one call
+            # (counted) but keep the tier; contention is not a broken backend.
+            log.debug("cache tier sqlite: %s skipped, database busy: %s", op, exc)
+            return False
         if db.is_corrupt(exc) and self._recover(exc):
             return True
         with self._lock:
