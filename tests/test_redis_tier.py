@@ -160,6 +160,11 @@ async def test_convenience_api_rejects_bad_input(tier: RedisTier) -> None:
         await tier.set("k", 1, ttl=0)
     with pytest.raises(InvalidKeyError):
         await tier.set("k", 1, tags="single")
+    with pytest.raises(InvalidKeyError, match="UTF-8"):
+        await tier.read("lone surrogate \ud800")
+    with pytest.raises(InvalidKeyError, match="UTF-8"):
+        await tier.write("k", Record(1), ("\udfff",))
+    assert tier.stats().errors == 0
 
 
 async def test_ttl_in_redis_matches_the_record(

@@ -191,7 +191,9 @@ async def test_thousand_concurrent_get_or_load_run_loader_once(
     results = await asyncio.gather(*tasks)
     assert results == [7] * 1000
     assert calls == 1
-    assert cache.stats().coalesced >= 999
+    s = cache.stats()
+    # every other caller either joined the load or, arriving after it, hit its result
+    assert s.coalesced + s.hits >= 999
 
 
 async def test_loader_error_reaches_every_waiter_and_nothing_is_cached(

@@ -55,6 +55,11 @@ class WTinyLFU:
 
     __slots__ = (
         "_capacity",
+        "_ghost_m",
+        "_ghost_w",
+        "_ghost_cap",
+        "_ghost_step",
+        "_adapt",
         "_hits",
         "_main_cap",
         "_prev_ratio",
@@ -82,6 +87,9 @@ class WTinyLFU:
         sample_factor: int = 10,
         climb_factor: float = 10.0,
         seed: int | None = None,
+        adapt: str = "climb",
+        ghost: float = 0.1,
+        ghost_step: float = 1.0,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
@@ -105,6 +113,11 @@ class WTinyLFU:
         self._prev_ratio = 0.0
         self._step = _STEP * capacity  # signed: > 0 grows the window
         self._random = random.Random(seed)
+        self._adapt = adapt
+        self._ghost_w: OrderedDict[str, None] = OrderedDict()
+        self._ghost_m: OrderedDict[str, None] = OrderedDict()
+        self._ghost_cap = max(1, round(ghost * capacity))
+        self._ghost_step = ghost_step
 
     # -- introspection ---------------------------------------------------------------
 
@@ -232,6 +245,11 @@ class WTinyLFU:
             return []
         idx = self._indexes(key)
         self.sketch.increment(idx)
+        if self._adapt == "ghost" and self.adaptive:
+            if self._ghost_w.pop(key, 0) is None:
+                self._resize_window(self._window_target + self._ghost_step * max(1.0, len(self._ghost_m) / max(1, len(self._ghost_w))))
+            elif self._ghost_m.pop(key, 0) is None:
+                self._resize_window(self._window_target - self._ghost_step * max(1.0, len(self._ghost_w) / max(1, len(self._ghost_m))))
         self._window[key] = idx
         self._size += 1
         if self._size <= self._capacity and len(self._window) <= self._window_cap:
@@ -318,12 +336,21 @@ class WTinyLFU:
             if self._admit(probation[candidate], region[victim]):
                 del region[victim]
                 evicted.append(victim)
+                self._ghost(self._ghost_m, victim)
             else:
                 del probation[candidate]
                 evicted.append(candidate)
+                self._ghost(self._ghost_w, candidate)
                 candidate = None
             self._size -= 1
         return evicted
+
+    def _ghost(self, ghost: OrderedDict[str, None], key: str) -> None:
+        if self._adapt != "ghost":
+            return
+        ghost[key] = None
+        if len(ghost) > self._ghost_cap:
+            ghost.popitem(last=False)
 
     def _admit(self, candidate: Indexes, victim: Indexes) -> bool:
         est = self.sketch.estimate
@@ -346,7 +373,7 @@ class WTinyLFU:
         ratio = self._hits / self._requests
         self._hits = 0
         self._requests = 0
-        if not self.adaptive or self._size < self._capacity:
+        if not self.adaptive or self._size < self._capacity or self._adapt != "climb":
             return  # a cache still filling up says nothing about its window size
         delta = ratio - self._prev_ratio
         self._prev_ratio = ratio

@@ -127,8 +127,9 @@ class RedisTier(Tier):
     prefix should not itself be a prefix of another tier's, or ``clear`` reaches it).
 
     Each call to Redis (waiting for a free connection, connecting if need be, the
-    command and its reply) is abandoned after ``timeout + connect_timeout`` seconds
-    at most; each connection attempt alone is bounded by ``connect_timeout``.
+    command and its reply) is abandoned once ``timeout + connect_timeout`` seconds
+    have passed (checked four times per such period, so it may run a quarter over);
+    each connection attempt alone is bounded by ``connect_timeout``.
     A fault (Redis down, slow, or answering errors) never raises: the call answers a
     miss or does nothing, the fault is counted and logged, and Redis is left alone
     for a backoff of ``base_backoff`` seconds, doubling up to ``max_backoff``.
@@ -165,6 +166,10 @@ class RedisTier(Tier):
                 )
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(f"prefix must be a non-empty str, got {prefix!r}")
+        try:
+            raw = prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"prefix must be encodable as UTF-8, got {prefix!r}") from None
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigError(f"codec must be a Codec, got {type(codec).__name__} {codec!r}")
         self._url = url
@@ -191,7 +196,6 @@ class RedisTier(Tier):
         )
         self._counters = TierCounters()
 
-        raw = prefix.encode("utf-8")
         self._vprefix = raw + b"v:"
         self._tprefix = raw + b"t:"
         self._lprefix = raw + b"l:"
@@ -199,8 +203,8 @@ class RedisTier(Tier):
         self._channel = raw + b"events"
         self._hits_since_trim = 0
 
-        # One client per running loop. ``_last`` is a (loop, client) pair assigned as
-        # one object, so two threads racing on it can never pair a loop with another's.
+        # One client per running loop. ``_last`` is a (loop, conn) pair assigned as one
+        # object, so two threads racing on it can never pair a loop with another's.
         self._clients: dict[asyncio.AbstractEventLoop, _Conn] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, _Conn | None] = (None, None)
         self._closed = False
@@ -303,8 +307,8 @@ class RedisTier(Tier):
                 raise RuntimeError("the RedisTier is closed")
             # Forget clients of loops that were closed without release_loop(): their
             # connections can no longer be closed politely.
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]
+            for old in [lp for lp in list(self._clients) if lp.is_closed()]:
+                self._clients.pop(old, None)
             client = self._new_client(max_connections=self._max_connections, retries=1)
             gate = asyncio.Semaphore(self._max_connections)
             dog = Watchdog(loop, self._deadline, period=max(0.01, self._deadline / 4))
@@ -319,10 +323,7 @@ class RedisTier(Tier):
         self._health.fail(exc, op)
 
     def _vkey(self, key: str) -> bytes:
-        try:
-            return self._vprefix + key.encode("utf-8")
-        except (AttributeError, UnicodeEncodeError):
-            raise InvalidKeyError(f"key must be a str encodable as UTF-8, got {key!r}") from None
+        return self._vprefix + _utf8(key, "key")
 
     # -- Tier -----------------------------------------------------------------------
 
@@ -409,7 +410,7 @@ class RedisTier(Tier):
             if tags:
                 member = vkey[len(self._vprefix) :]
                 for tag in tags:
-                    tkey = self._tprefix + _encode_tag(tag)
+                    tkey = self._tprefix + _utf8(tag)
                     members, ms = tagged.get(tkey, ([], -1))
                     members.append(member)
                     tagged[tkey] = (members, 0 if px is None or ms == 0 else max(ms, px))
@@ -464,7 +465,7 @@ class RedisTier(Tier):
         return removed
 
     async def remove_tags(self, tags: Sequence[str]) -> None:
-        tkeys = list(dict.fromkeys(self._tprefix + _encode_tag(t) for t in tags))
+        tkeys = list(dict.fromkeys(self._tprefix + _utf8(t) for t in tags))
         if not tkeys or not self._health.ready():
             return
         t0 = perf_counter()
@@ -697,7 +698,7 @@ class RedisTier(Tier):
 
         True if taken, False if someone else holds it, None if Redis is unavailable.
         """
-        lkey = self._lprefix + check_key(name, "name").encode("utf-8")
+        lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
         seconds = check_ttl(lease, "lease")
         if seconds is None:
             raise InvalidTTLError("lease must be a positive, finite number of seconds, got None")
@@ -718,7 +719,7 @@ class RedisTier(Tier):
 
     async def unlock(self, name: str, token: str) -> None:
         """Release lock ``name`` if ``token`` still holds it (else, or on a fault, do nothing)."""
-        lkey = self._lprefix + check_key(name, "name").encode("utf-8")
+        lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
         tok = check_key(token, "token")
         if not self._health.ready():
             return
@@ -734,7 +735,7 @@ class RedisTier(Tier):
 
     async def is_locked(self, name: str) -> bool | None:
         """Whether lock ``name`` is held; None if Redis is unavailable."""
-        lkey = self._lprefix + check_key(name, "name").encode("utf-8")
+        lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
         if not self._health.ready():
             return None
         try:
@@ -808,11 +809,11 @@ def _positive(name: str, value: object) -> float:
     return out
 
 
-def _encode_tag(tag: str) -> bytes:
+def _utf8(text: str, what: str = "tag") -> bytes:
     try:
-        return tag.encode("utf-8")
+        return text.encode("utf-8")
     except (AttributeError, UnicodeEncodeError):
-        raise InvalidKeyError(f"tag must be a str encodable as UTF-8, got {tag!r}") from None
+        raise InvalidKeyError(f"{what} must be a str encodable as UTF-8, got {text!r}") from None
 
 
 def _glob_escape(text: str) -> str:

@@ -58,7 +58,7 @@ class Watchdog:
         if self._fired and task in self._fired:
             self._fired.discard(task)
             if task.uncancel() <= cancelling and exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc
+                raise TimeoutError(f"no answer within {self._deadline:g}s") from exc
 
     def _check(self) -> None:
         now = self._loop.time()
