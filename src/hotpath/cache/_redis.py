@@ -27,7 +27,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -44,9 +44,10 @@ from hotpath.cache._health import Health
 from hotpath.cache._record import Record
 from hotpath.cache._redis_events import Subscriber
 from hotpath.cache._stats import TierCounters, TierStats
-from hotpath.cache._tier import Tier, WriteItem
+from hotpath.cache._tier import WriteItem
 from hotpath.cache._urls import parse_float, parse_int, parse_query
-from hotpath.cache._validate import check_key, check_tags, check_ttl
+from hotpath.cache._validate import check_key, check_ttl
+from hotpath.cache._values import AsyncValueTier
 from hotpath.cache._watchdog import Watchdog
 
 __all__ = ["RedisTier"]
@@ -118,7 +119,7 @@ return 0
 _Conn = tuple[Redis, asyncio.Semaphore, Watchdog]
 
 
-class RedisTier(Tier):
+class RedisTier(AsyncValueTier):
     """A shared L2 tier in Redis.
 
     ``url``: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
@@ -646,46 +647,6 @@ class RedisTier(Tier):
                     self._closing.append(asyncio.run_coroutine_threadsafe(client.aclose(), loop))
 
     # -- convenience API ----------------------------------------------------------------
-
-    async def get(self, key: str | bytes, default: object = None) -> object:
-        """The value cached under ``key``, or ``default``."""
-        record = await self.read(check_key(key))
-        return default if record is None else record.value
-
-    async def get_many(self, keys: Iterable[str | bytes], default: object = None) -> list[object]:
-        """The values of ``keys`` in order, ``default`` for each one absent."""
-        checked = [check_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
-        records = await self.read_many(checked)
-        return [default if r is None else r.value for r in records]
-
-    async def set(
-        self,
-        key: str | bytes,
-        value: object,
-        ttl: float | None = None,
-        tags: Iterable[str | bytes] | None = None,
-    ) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: no expiry)."""
-        checked = check_key(key)
-        seconds = check_ttl(ttl)
-        expires_at = None if seconds is None else self._clock.now() + seconds
-        await self.write(checked, Record(value, expires_at), check_tags(tags))
-
-    async def set_many(
-        self,
-        mapping: Mapping[str | bytes, object],
-        ttl: float | None = None,
-        tags: Iterable[str | bytes] | None = None,
-    ) -> None:
-        """Store every ``key: value`` of ``mapping`` with the same TTL and tags."""
-        seconds = check_ttl(ttl)
-        checked_tags = check_tags(tags)
-        expires_at = None if seconds is None else self._clock.now() + seconds
-        items = [
-            (check_key(k, "mapping key"), Record(v, expires_at), checked_tags)
-            for k, v in mapping.items()
-        ]
-        await self.write_many(items)
 
     async def delete(self, key: str | bytes) -> bool:
         """Remove ``key``; whether it was there (False too when Redis is unavailable)."""

@@ -57,7 +57,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -69,9 +69,10 @@ from hotpath.cache._codec import Codec
 from hotpath.cache._health import Health
 from hotpath.cache._record import Record
 from hotpath.cache._stats import TierCounters, TierStats
-from hotpath.cache._tier import Tier, WriteItem
+from hotpath.cache._tier import WriteItem
 from hotpath.cache._urls import parse_float, parse_int, parse_query, parse_size
-from hotpath.cache._validate import check_key, check_tags, check_ttl
+from hotpath.cache._validate import check_key
+from hotpath.cache._values import AsyncValueTier
 
 __all__ = ["SQLiteTier"]
 
@@ -102,7 +103,7 @@ class _Conn:
             self.conn.close()
 
 
-class SQLiteTier(Tier):
+class SQLiteTier(AsyncValueTier):
     """A cache tier in one SQLite file (WAL), bounded by entry count and bytes.
 
     Nothing is opened until the first call, so construction never fails on I/O.
@@ -387,53 +388,6 @@ class SQLiteTier(Tier):
 
     # -- convenience API for direct users ---------------------------------------
 
-    async def get(self, key: str | bytes, default: object = None) -> object:
-        """The value stored under ``key``, or ``default``."""
-        k = check_key(key)
-        record = (await self.read_many((k,)))[0]
-        if record is None:
-            return default
-        self._count_hit(k)
-        return record.value
-
-    async def get_many(self, keys: Iterable[str | bytes], default: object = None) -> list[object]:
-        """Values for ``keys`` in order, ``default`` for the absent ones."""
-        ks = [check_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
-        out: list[object] = []
-        for k, record in zip(ks, await self.read_many(ks), strict=True):
-            if record is None:
-                out.append(default)
-            else:
-                self._count_hit(k)
-                out.append(record.value)
-        return out
-
-    async def set(
-        self,
-        key: str | bytes,
-        value: object,
-        ttl: float | None = None,
-        tags: Iterable[str | bytes] | None = None,
-    ) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: no expiry)."""
-        k, seconds, tag_tuple = check_key(key), check_ttl(ttl), check_tags(tags)
-        expires = None if seconds is None else self._clock.now() + seconds
-        await self.write_many(((k, Record(value, expires), tag_tuple),))
-
-    async def set_many(
-        self,
-        mapping: Mapping[str | bytes, object],
-        ttl: float | None = None,
-        tags: Iterable[str | bytes] | None = None,
-    ) -> None:
-        """Store every item of ``mapping`` with the same ``ttl`` and ``tags``."""
-        seconds, tag_tuple = check_ttl(ttl), check_tags(tags)
-        expires = None if seconds is None else self._clock.now() + seconds
-        items = [
-            (check_key(k, "mapping key"), Record(v, expires), tag_tuple) for k, v in mapping.items()
-        ]
-        await self.write_many(items)
-
     async def delete(self, key: str | bytes) -> bool:
         """Remove ``key``; True if a live entry was there."""
         k = check_key(key)
@@ -571,10 +525,11 @@ class SQLiteTier(Tier):
         self._counters.deletes += n
         return n
 
-    def _count_hit(self, key: str) -> None:
+    def _note_hits(self, keys: Sequence[str]) -> None:
         pending = self._pending_hits
-        if key in pending or len(pending) < _MAX_PENDING_HITS:
-            pending[key] = pending.get(key, 0) + 1
+        for key in keys:
+            if key in pending or len(pending) < _MAX_PENDING_HITS:
+                pending[key] = pending.get(key, 0) + 1
 
     def _flush_hits(self, conn: sqlite3.Connection) -> None:
         """Add the hit counts ``get`` collected (inside the caller's write transaction)."""
