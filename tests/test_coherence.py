@@ -175,3 +175,20 @@ def test_processes_share_one_load(redis_url: str, redis_prefix: str, tmp_path: P
         assert int(client.get(f"{redis_prefix}loads") or 0) == 1
     finally:
         client.close()
+
+
+async def test_replica_without_l1_still_invalidates_others(
+    replica: Replica, redis_url: str, redis_prefix: str
+) -> None:
+    b = replica()
+    await b.start()
+    writer = TieredCache([f"{redis_url}?prefix={redis_prefix}"])
+    try:
+        await writer.start()
+        await writer.set("k", "old")
+        assert await b.get("k") == "old"
+        await writer.set("k", "new")
+        await wait_until(lambda: "k" not in l1(b))
+        assert await b.get("k") == "new"
+    finally:
+        await writer.aclose()

@@ -54,12 +54,12 @@ class WTinyLFU:
     """
 
     __slots__ = (
-        "_capacity",
-        "_ghost_m",
-        "_ghost_w",
-        "_ghost_cap",
-        "_ghost_step",
         "_adapt",
+        "_capacity",
+        "_ghost_cap",
+        "_ghost_m",
+        "_ghost_step",
+        "_ghost_w",
         "_hits",
         "_main_cap",
         "_prev_ratio",
@@ -247,9 +247,15 @@ class WTinyLFU:
         self.sketch.increment(idx)
         if self._adapt == "ghost" and self.adaptive:
             if self._ghost_w.pop(key, 0) is None:
-                self._resize_window(self._window_target + self._ghost_step * max(1.0, len(self._ghost_m) / max(1, len(self._ghost_w))))
+                self._resize_window(
+                    self._window_target
+                    + self._ghost_step * max(1.0, len(self._ghost_m) / max(1, len(self._ghost_w)))
+                )
             elif self._ghost_m.pop(key, 0) is None:
-                self._resize_window(self._window_target - self._ghost_step * max(1.0, len(self._ghost_w) / max(1, len(self._ghost_m))))
+                self._resize_window(
+                    self._window_target
+                    - self._ghost_step * max(1.0, len(self._ghost_w) / max(1, len(self._ghost_m)))
+                )
         self._window[key] = idx
         self._size += 1
         if self._size <= self._capacity and len(self._window) <= self._window_cap:

@@ -50,7 +50,8 @@ class FrequencySketch:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity!r}")
         self._width = 4 * _pow2_at_least(max(capacity, 16))
-        self._mask = self._width - 1
+        #: Blocks of 64 counters (16 per row); ``_mask`` picks a block.
+        self._mask = self._width // 16 - 1
         #: The counters. Reset and clear work in place, so a hot loop may keep a
         #: reference and bump counters itself (then call :meth:`added`).
         self.table = bytearray(4 * self._width)
@@ -59,17 +60,21 @@ class FrequencySketch:
         self.resets = 0
 
     def indexes(self, key: Hashable) -> Indexes:
-        """The four counter positions of ``key`` (cache them: hits reuse them)."""
+        """The four counter positions of ``key`` (cache them: hits reuse them).
+
+        All four lie in one 64-byte block (16 counters per row): a hit touches one
+        cache line of the table instead of four, which is most of the sketch's cost
+        on a large table. The block and each row's counter come from disjoint bits
+        of the hash.
+        """
         h = hash(key) & _M64
-        lo = h & 0xFFFFFFFF
-        hi = (h >> 32) | 1  # odd, so the four probes differ
-        m = self._mask
-        w = self._width
+        base = (h & self._mask) << 6
+        h >>= 32
         return (
-            lo & m,
-            w + ((lo + hi) & m),
-            2 * w + ((lo + 2 * hi) & m),
-            3 * w + ((lo + 3 * hi) & m),
+            base + (h & 15),
+            base + 16 + ((h >> 4) & 15),
+            base + 32 + ((h >> 8) & 15),
+            base + 48 + ((h >> 12) & 15),
         )
 
     def increment(self, idx: Indexes) -> None:

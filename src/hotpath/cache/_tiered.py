@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from hotpath._clock import Clock, SystemClock
 from hotpath._errors import CacheError, ConfigError
 from hotpath.cache._codec import Codec
-from hotpath.cache._coherence import Invalidation, decode_message, encode_message
+from hotpath.cache._coherence import Coherence
 from hotpath.cache._memory import MemoryTier
 from hotpath.cache._portal import Portal
 from hotpath.cache._record import Record
@@ -38,6 +38,7 @@ from hotpath.cache._stats import CacheStats
 from hotpath.cache._tier import Tier
 from hotpath.cache._urls import tier_from_url
 from hotpath.cache._validate import check_key, check_tags, check_ttl
+from hotpath.cache._warming import AccessCounts, warm
 
 __all__ = ["CacheEvent", "TieredCache"]
 
@@ -45,8 +46,6 @@ log = logging.getLogger("hotpath.cache")
 
 T = TypeVar("T")
 _MISSING: Any = object()
-_FLUSH_EVERY_OPS = 1024
-_MAX_PENDING_COUNTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,24 +113,23 @@ class TieredCache:
         self._l1_max_ttl = check_ttl(l1_max_ttl, "l1_max_ttl")
         self._lock_lease = _positive(lock_lease, "lock_lease")
         self._beta = _non_negative(refresh_beta, "refresh_beta")
-        self._flush_interval = _positive(hits_flush_interval, "hits_flush_interval")
-        self._coherence = bool(coherence) and self._redis is not None and self._l1 is not None
+        flush_interval = _positive(hits_flush_interval, "hits_flush_interval")
         self._rand = rand or random.random
-        self._origin = uuid.uuid4().hex
         self._hooks: list[Hook] = []
-        # single-flight: key -> task loading it, per event loop
+        # single-flight: (event loop, key) -> the task loading it
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[Any]] = {}
-        # keys another replica is loading -> futures woken when it publishes the key
-        self._fill_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._access: dict[str, int] = {}
-        self._ops = 0
-        self._next_flush = self._clock.monotonic() + self._flush_interval
-        self._subscribed_loop: asyncio.AbstractEventLoop | None = None
         self._portal = Portal()
         self._closed = False
         self._hits = self._misses = self._loads = self._load_errors = 0
-        self._coalesced = self._refreshes = self._invalidations = 0
+        self._coalesced = self._refreshes = 0
+        self._coherence = (
+            Coherence(self._redis, self._l1, on_keys=self._on_remote_keys)
+            if coherence and self._redis is not None
+            else None
+        )
+        self._origin = self._coherence.origin if self._coherence else uuid.uuid4().hex
+        self._counts = AccessCounts(self._lower, self._clock, flush_interval, self._schedule_flush)
 
     @classmethod
     def from_urls(cls, *urls: str, **options: Any) -> TieredCache:
@@ -157,23 +155,22 @@ class TieredCache:
 
     async def start(self) -> None:
         """Subscribe to invalidations now (otherwise the first call does it)."""
-        self._ensure_subscribed()
-        if self._redis is not None and self._subscribed_loop is not None:
-            await self._redis.wait_subscribed(1.0)
+        if self._coherence is not None:
+            await self._coherence.wait_subscribed(1.0)
 
     async def aclose(self) -> None:
         """Flush access counts, stop background work and release every tier."""
         if self._closed:
             return
         self._closed = True
-        await self._flush_hits()
+        await self._counts.flush()
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
-        if self._redis is not None and self._subscribed_loop is not None:
-            await self._redis.unsubscribe()
+        if self._coherence is not None:
+            await self._coherence.aclose()
         self._portal.close(self._close_portal_side())
         for tier in self._tiers:
             await tier.aclose()
@@ -238,14 +235,14 @@ class TieredCache:
             rec = l1.get_record(k)
             if rec is not None:
                 self._hits += 1
-                self._count(k)
+                self._counts.count(k)
                 if self._hooks:
                     self._emit(CacheEvent("hit", k, "memory"))
                 return rec
         if not self._lower:
             self._miss(k)
             return None
-        self._ensure_subscribed()
+        self._subscribe()
         above: list[Tier] = [l1] if l1 is not None else []
         for tier in self._lower:
             rec = await tier.read(k)
@@ -317,21 +314,21 @@ class TieredCache:
         ts = check_tags(tags)
         if not ts:
             return
-        self._ensure_subscribed()
+        self._subscribe()
         for tier in reversed(self._lower):
             await tier.remove_tags(ts)
         if self._l1 is not None:
             self._l1.remove_tags_sync(ts)
-        await self._publish(Invalidation(self._origin, tags=ts))
+        await self._publish(tags=ts)
 
     async def clear(self) -> None:
         """Remove every entry from every tier (and other processes' L1)."""
-        self._ensure_subscribed()
+        self._subscribe()
         for tier in reversed(self._lower):
             await tier.clear()
         if self._l1 is not None:
             self._l1.clear_sync()
-        await self._publish(Invalidation(self._origin, clear=True))
+        await self._publish(clear=True)
 
     def _expiry(self, ttl: float | None) -> float | None:
         ttl = ttl if ttl is not None else self._default_ttl
@@ -340,7 +337,7 @@ class TieredCache:
     async def _store(self, batch: list[tuple[str, Record]]) -> None:
         if not batch:
             return
-        self._ensure_subscribed()
+        self._subscribe()
         sizes: list[int | None] = [None] * len(batch)
         if self._lower:
             # Encode once up front: an unencodable value fails before any tier is written.
@@ -350,17 +347,17 @@ class TieredCache:
         if self._l1 is not None:
             for (k, rec), size in zip(batch, sizes, strict=True):
                 self._l1.set_record(k, self._l1_record(rec), rec.tags, size)
-        await self._publish(Invalidation(self._origin, keys=tuple(k for k, _ in batch)))
+        await self._publish(keys=tuple(k for k, _ in batch))
 
     async def _remove(self, keys: list[str]) -> None:
         if not keys:
             return
-        self._ensure_subscribed()
+        self._subscribe()
         for tier in reversed(self._lower):
             await tier.remove_many(keys)
         if self._l1 is not None:
             self._l1.remove_keys(keys)
-        await self._publish(Invalidation(self._origin, keys=tuple(keys)))
+        await self._publish(keys=tuple(keys))
 
     # -- get_or_load ------------------------------------------------------------
 
@@ -462,24 +459,23 @@ class TieredCache:
 
     async def _await_other_replica(self, k: str, redis: RedisTier, deadline: float) -> Any:
         """The value once another replica stored it; ``_MISSING`` if its lease ended first."""
-        self._ensure_subscribed()
         wait = 0.005
+        coherence = self._coherence
         while self._clock.monotonic() < deadline:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._fill_waiters.setdefault(k, []).append(fut)
+            # Woken by the loader's invalidation message; polling is the fallback.
+            fut = coherence.watch(k) if coherence is not None else None
             try:
                 rec = await self._read_lower_only(k)
                 if rec is not None:
                     return rec.value
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fut, wait)
+                    if fut is not None:
+                        await asyncio.wait_for(fut, wait)
+                    else:
+                        await asyncio.sleep(wait)
             finally:
-                waiters = self._fill_waiters.get(k)
-                if waiters is not None:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(fut)
-                    if not waiters:
-                        del self._fill_waiters[k]
+                if fut is not None and coherence is not None:
+                    coherence.unwatch(k, fut)
             rec = await self._read_lower_only(k)
             if rec is not None:
                 return rec.value
@@ -556,7 +552,7 @@ class TieredCache:
             rec = l1.get_record(k)
             if rec is not None:
                 self._hits += 1
-                self._count(k)
+                self._counts.count(k)
                 if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
                     self._portal.call(
                         self._start_refresh(k, load, check_ttl(ttl), check_tags(tags))
@@ -582,108 +578,49 @@ class TieredCache:
             raise ConfigError(f"n must be an int >= 0, got {n!r}")
         if self._l1 is None or n == 0:
             return 0
-        await self._flush_hits()
-        for tier in self._lower:
-            keys = await tier.hottest(n)
-            if not keys:
-                continue
-            records = await tier.read_many(keys)
-            loaded = 0
-            for k, rec in zip(keys, records, strict=True):
-                if rec is not None:
-                    self._l1.set_record(k, self._l1_record(rec), rec.tags)
-                    loaded += 1
-            return loaded
-        return 0
+        await self._counts.flush()
+        return await warm(self._l1, self._lower, n, self._l1_record)
 
-    def _count(self, k: str) -> None:
-        if not self._lower:
-            return  # nothing persists access counts, so warming has nothing to read
-        access = self._access
-        access[k] = access.get(k, 0) + 1
-        self._ops += 1
-        if self._ops % _FLUSH_EVERY_OPS == 0:
-            self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        due = self._clock.monotonic() >= self._next_flush
-        if not due and len(self._access) < _MAX_PENDING_COUNTS:
-            return
+    def _schedule_flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a sync caller: flush on the portal loop, if it runs
             portal = self._portal.loop
             if portal is not None:
-                asyncio.run_coroutine_threadsafe(self._flush_hits(), portal)
+                asyncio.run_coroutine_threadsafe(self._counts.flush(), portal)
             return
-        task = loop.create_task(self._flush_hits())
+        task = loop.create_task(self._counts.flush())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _flush_hits(self) -> None:
-        self._next_flush = self._clock.monotonic() + self._flush_interval
-        counts, self._access = self._access, {}
-        if not counts or not self._lower:
-            return
-        for tier in self._lower:
-            await tier.add_hits(counts)
-
     # -- coherence ----------------------------------------------------------------
 
-    def _ensure_subscribed(self) -> None:
-        if not self._coherence or self._redis is None or self._closed:
-            return
-        current = self._subscribed_loop
-        if current is not None and not current.is_closed():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._subscribed_loop = loop
-        self._redis.subscribe(self._on_message, self._on_reset)
+    def _subscribe(self) -> None:
+        if self._coherence is not None and not self._closed:
+            self._coherence.ensure_subscribed()
 
-    async def _publish(self, msg: Invalidation) -> None:
-        if self._redis is not None and self._coherence:
-            await self._redis.publish(encode_message(msg))
+    async def _publish(
+        self, *, keys: tuple[str, ...] = (), tags: tuple[str, ...] = (), clear: bool = False
+    ) -> None:
+        if self._coherence is not None:
+            await self._coherence.publish(keys=keys, tags=tags, clear=clear)
 
-    def _on_message(self, payload: bytes) -> None:
-        msg = decode_message(payload)
-        if msg is None or msg.origin == self._origin:
-            return
-        self._invalidations += 1
-        l1 = self._l1
-        if l1 is not None:
-            if msg.clear:
-                l1.clear_sync()
-            if msg.keys:
-                l1.remove_keys(msg.keys)
-            if msg.tags:
-                l1.remove_tags_sync(msg.tags)
-        for k in msg.keys:
-            for fut in list(self._fill_waiters.get(k, ())):
-                fut.get_loop().call_soon_threadsafe(_wake, fut)
+    def _on_remote_keys(self, keys: tuple[str, ...]) -> None:
         if self._hooks:
-            for k in msg.keys:
+            for k in keys:
                 self._emit(CacheEvent("invalidation", k))
-
-    def _on_reset(self) -> None:
-        # The subscription dropped and came back: messages may have been missed.
-        if self._l1 is not None:
-            log.warning("cache invalidation channel reconnected; flushing L1 to stay coherent")
-            self._l1.clear_sync()
 
     # -- stats --------------------------------------------------------------------
 
     def _hit(self, k: str, tier: str) -> None:
         self._hits += 1
-        self._count(k)
+        self._counts.count(k)
         if self._hooks:
             self._emit(CacheEvent("hit", k, tier))
 
     def _miss(self, k: str) -> None:
         self._misses += 1
-        self._count(k)
+        self._counts.count(k)
         if self._hooks:
             self._emit(CacheEvent("miss", k))
 
@@ -702,14 +639,9 @@ class TieredCache:
             load_errors=self._load_errors,
             coalesced=self._coalesced,
             refreshes=self._refreshes,
-            invalidations_received=self._invalidations,
+            invalidations_received=self._coherence.received if self._coherence else 0,
             tiers=tuple(t.stats() for t in self._tiers),
         )
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _positive(value: object, name: str) -> float:
