@@ -6,6 +6,10 @@ Each figure times batches of 1,000 operations with ``time.perf_counter_ns`` (200
 batches after a warm-up) and reports the median and p99 of ns per operation
 across batches, plus the ratio of the median to ``dict.get`` from the same run.
 Each operation first runs 20,000 times untimed (warm-up), then ``gc.collect()``.
+The headline ``get`` hit figure is then re-measured in ``ROUNDS`` interleaved
+rounds of ``dict.get`` / ``MemoryTier.get`` and reported as the median of the
+rounds' medians with the median of the per-round ratios, so a noisy neighbour
+moment does not decide it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ RESULTS = Path(__file__).parent / "results" / "memory_speed.md"
 N_KEYS = 10_000
 BATCH = 1_000
 BATCHES = 200
+ROUNDS = 7
 
 
 def cpu_model() -> str:
@@ -105,6 +110,17 @@ def main() -> None:
     row("theine Cache.set (replace)", lambda k: theine_cache.set(k, k), lookups)
     row("threading.Lock acquire+release", lock_pair, lookups)
 
+    # The headline figure: interleaved rounds against dict.get, medians of medians.
+    base_runs: list[float] = []
+    get_runs: list[float] = []
+    for _ in range(ROUNDS):
+        gc.collect()
+        base_runs.append(measure(plain.get, lookups)[0])
+        get_runs.append(measure(tier.get, lookups)[0])
+    get_med = statistics.median(get_runs)
+    get_ratio = statistics.median(g / b for g, b in zip(get_runs, base_runs, strict=True))
+    print(f"get hit over {ROUNDS} rounds: {sorted(round(g) for g in get_runs)}")
+
     # Two threads hammering get at once: wall time per op across both.
     def hammer() -> None:
         for k in lookups:
@@ -137,11 +153,14 @@ def main() -> None:
         f"| MemoryTier.get (hit), 2 threads at once (wall / op) | {two:.0f} | - | "
         f"{two / base:.1f} |"
     )
-    target = next(med for label, med, _ in rows if label == "MemoryTier.get (hit)")
     lines += [
         "",
-        f"Target MemoryTier.get hit <= 500 ns median: {'met' if target <= 500 else 'NOT met'} "
-        f"({target:.0f} ns).",
+        f"MemoryTier.get (hit) over {ROUNDS} interleaved rounds with dict.get: median "
+        f"{get_med:.0f} ns (rounds {min(get_runs):.0f}-{max(get_runs):.0f} ns), "
+        f"{get_ratio:.1f}x dict.get.",
+        "",
+        f"Target MemoryTier.get hit <= 500 ns median: {'met' if get_med <= 500 else 'NOT met'} "
+        f"({get_med:.0f} ns).",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ def drive(policy: WTinyLFU, keys: list[str]) -> int:
             policy.access(key)
             hits += 1
         else:
-            policy.miss()
             policy.insert(key)
     return hits
 
@@ -114,6 +113,30 @@ def test_window_shrinks_on_a_frequency_stream() -> None:
     stream = [rng.choice(hot) if rng.random() < 0.6 else f"once{i}" for i in range(100_000)]
     drive(policy, stream)
     assert policy.window_capacity < start / 2
+
+
+def test_a_loop_longer_than_the_cache_keeps_the_window_small() -> None:
+    # Rejected loop keys come back only after leaving the short ghost lists.
+    policy = WTinyLFU(100, seed=1)
+    loop = [f"k{i}" for i in range(180)]
+    drive(policy, loop * 50)
+    assert policy.window_capacity <= 5
+
+
+def test_ghost_lists_stay_bounded() -> None:
+    policy = WTinyLFU(100, ghost=0.1, seed=1)
+    drive(policy, [f"once{i}" for i in range(5000)])
+    assert len(policy._window_ghosts) <= 10
+    assert len(policy._main_ghosts) <= 10
+
+
+def test_sketch_indexes_share_one_cache_line() -> None:
+    sketch = FrequencySketch(10_000)
+    for i in range(100):
+        idx = sketch.indexes(f"key{i}")
+        assert len(idx) == 2
+        assert len({j // 64 for j in idx}) == 1
+        assert [j % 64 // 32 for j in idx] == [0, 1]
 
 
 def test_hottest_ranks_by_frequency() -> None:

@@ -56,8 +56,9 @@ _SAMPLE_ITEMS = 16  # items of a container measured by estimate_size
 _READ_BUFFER = 64  # hits buffered before they are applied to the policy
 _perf = time.perf_counter
 
-# (record, charged bytes, tags)
-_Entry = tuple[Record, int, tuple[str, ...]]
+# (record, charged bytes, tags, record.value, record.expires_at): the last two are
+# copies so a hit reads them with one tuple index each instead of an attribute load.
+_Entry = tuple[Record, int, tuple[str, ...], object, float | None]
 
 
 def estimate_size(value: object, budget: int = 256) -> int:
@@ -139,7 +140,8 @@ class MemoryTier(Tier):
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._now = self._clock.now
+        # SystemClock.now is time.time behind a Python call; skip that frame on reads.
+        self._now = time.time if type(self._clock) is SystemClock else self._clock.now
         self._lock = threading.Lock()
         self._data: dict[str, _Entry] = {}
         self._policy = WTinyLFU(max_entries)
@@ -207,13 +209,12 @@ class MemoryTier(Tier):
         if reads:
             entry = self._data.get(key)
             if entry is not None:
-                rec = entry[0]
-                exp = rec.expires_at
+                exp = entry[4]
                 if exp is None or exp > self._now():
                     reads.append(key)
                     if len(reads) >= _READ_BUFFER:
                         self._drain_reads()
-                    return rec.value
+                    return entry[3]
             rec2 = self._get_locked(key, 0.0)
         else:
             rec2 = self._get_locked(key, _perf())
@@ -266,13 +267,12 @@ class MemoryTier(Tier):
         if reads:
             entry = self._data.get(key)
             if entry is not None:
-                rec = entry[0]
-                exp = rec.expires_at
+                exp = entry[4]
                 if exp is None or exp > self._now():
                     reads.append(key)
                     if len(reads) >= _READ_BUFFER:
                         self._drain_reads()
-                    return rec
+                    return entry[0]
             return self._get_locked(key, 0.0)
         # The first lookup after a drain is timed (1 in 64 when hits dominate).
         return self._get_locked(key, _perf())
@@ -285,7 +285,6 @@ class MemoryTier(Tier):
             rec: Record | None
             if entry is None:
                 self._counters.misses += 1
-                self._policy.miss()
                 rec = None
             else:
                 rec = entry[0]
@@ -293,7 +292,6 @@ class MemoryTier(Tier):
                     self._drop(key, entry)
                     self._counters.expirations += 1
                     self._counters.misses += 1
-                    self._policy.miss()
                     rec = None
                 else:
                     self._reads.append(key)
@@ -355,7 +353,7 @@ class MemoryTier(Tier):
                 if old is not None:
                     self._drop(key, old)
                 return
-            data[key] = (record, charge, tags)
+            data[key] = (record, charge, tags, record.value, exp)
             if old is None:
                 self._bytes += charge
                 if tags:

@@ -15,14 +15,20 @@ it events and removes the keys it names. Its parts:
   makes the cache resist scans and loops. To blunt hash flooding (an attacker
   inflating a victim's counters so nothing new ever gets in), a warm candidate
   (estimate > 5) that loses is still admitted 1 time in 128;
-* **hill climbing** of the window size: every ``sample_factor * capacity``
-  requests the hit ratio of the sample is compared with the previous one; if it
-  improved, the window keeps moving in the same direction, otherwise it turns
-  round. Steps start at 6.25% of the capacity and decay by 2% per sample, and
-  restart large when the hit ratio jumps (the workload changed). Recency-friendly
-  streams grow the window (towards LRU), frequency-friendly ones shrink it.
+* **ghost-driven window sizing** (ARC's adaptation signal, on W-TinyLFU's two
+  halves): the policy remembers the last ``ghost * capacity`` keys that lost
+  admission (window ghosts) and the last ``ghost * capacity`` victims that main
+  gave up (main ghosts), keys only. A miss on a window ghost means a bigger window
+  would have kept it, so the window grows; a miss on a main ghost means a bigger
+  main would have, so it shrinks. The step is one key, scaled by the ratio of the
+  ghost lists' sizes (ARC's rule) and capped at 8 keys, and the window may take
+  any share of the cache: recency-friendly streams drift towards LRU,
+  frequency-friendly ones towards a 1-key window. The ghost lists are short (10%
+  of the capacity each), so a loop longer than the cache returns to a key after
+  it has left them and cannot pull the window open; that keeps the loops frozen
+  by admission.
 
-Every operation is O(1) except :meth:`hottest` and the rare window resize (O(step)).
+Every operation is O(1) (a resize moves at most 8 keys) except :meth:`hottest`.
 """
 
 from __future__ import annotations
@@ -37,42 +43,34 @@ __all__ = ["WTinyLFU"]
 
 _INITIAL_WINDOW = 0.01
 _PROTECTED = 0.80
-_STEP = 0.0625
-_STEP_DECAY = 0.98
-_RESTART = 0.05
+_GHOST = 0.10
+_MAX_STEP = 8.0  # keys moved per window resize at most: keeps a miss O(1)
 _HASHDOS_FREQ = 6
 
 
 class WTinyLFU:
     """Adaptive W-TinyLFU over ``capacity`` keys.
 
-    Events: :meth:`access` (a hit on a tracked key), :meth:`miss` (a lookup that
-    found nothing), :meth:`insert` (a new key; returns the keys to evict, possibly
-    the new key itself), :meth:`update` (an existing key was rewritten),
+    Events: :meth:`access` (a hit on a tracked key), :meth:`insert` (a new key;
+    returns the keys to evict, possibly the new key itself), :meth:`update` (an
+    existing key was rewritten),
     :meth:`remove` (the store dropped a key). :meth:`evict` picks one victim when
     the store needs room for another reason (its byte bound).
     """
 
     __slots__ = (
-        "_adapt",
         "_capacity",
         "_ghost_cap",
-        "_ghost_m",
-        "_ghost_step",
-        "_ghost_w",
-        "_hits",
         "_main_cap",
-        "_prev_ratio",
+        "_main_ghosts",
         "_probation",
         "_protected",
         "_protected_cap",
         "_random",
-        "_requests",
-        "_sample",
         "_size",
-        "_step",
         "_window",
         "_window_cap",
+        "_window_ghosts",
         "_window_target",
         "adaptive",
         "sketch",
@@ -85,16 +83,15 @@ class WTinyLFU:
         window: float = _INITIAL_WINDOW,
         adaptive: bool = True,
         sample_factor: int = 10,
-        climb_factor: float = 10.0,
+        ghost: float = _GHOST,
         seed: int | None = None,
-        adapt: str = "climb",
-        ghost: float = 0.1,
-        ghost_step: float = 1.0,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         if not 0.0 <= window <= 1.0:
             raise ValueError(f"window must be a fraction in [0, 1], got {window!r}")
+        if not 0.0 < ghost <= 1.0:
+            raise ValueError(f"ghost must be a fraction in (0, 1], got {ghost!r}")
         self._capacity = capacity
         self.sketch = FrequencySketch(capacity, sample_factor=sample_factor)
         self.adaptive = adaptive
@@ -107,17 +104,11 @@ class WTinyLFU:
         self._main_cap = 0
         self._protected_cap = 0
         self._set_caps()
-        self._sample = max(64, round(climb_factor * capacity))
-        self._hits = 0
-        self._requests = 0
-        self._prev_ratio = 0.0
-        self._step = _STEP * capacity  # signed: > 0 grows the window
-        self._random = random.Random(seed)
-        self._adapt = adapt
-        self._ghost_w: OrderedDict[str, None] = OrderedDict()
-        self._ghost_m: OrderedDict[str, None] = OrderedDict()
+        # Keys only (values None), oldest first; a key is in at most one of them.
+        self._window_ghosts: OrderedDict[str, None] = OrderedDict()
+        self._main_ghosts: OrderedDict[str, None] = OrderedDict()
         self._ghost_cap = max(1, round(ghost * capacity))
-        self._ghost_step = ghost_step
+        self._random = random.Random(seed)
 
     # -- introspection ---------------------------------------------------------------
 
@@ -195,28 +186,14 @@ class WTinyLFU:
                     if idx is None:
                         continue
                     self._promote(key, idx)
-            a, b, c, d = idx
+            a, b = idx
             if t[a] < 15:
                 t[a] += 1
             if t[b] < 15:
                 t[b] += 1
-            if t[c] < 15:
-                t[c] += 1
-            if t[d] < 15:
-                t[d] += 1
             n += 1
         if n:
             self.sketch.added(n)
-            self._hits += n
-            self._requests += n
-            if self._requests >= self._sample:
-                self._climb()
-
-    def miss(self) -> None:
-        """A lookup found nothing (feeds the hit ratio the window adapts to)."""
-        self._requests += 1
-        if self._requests >= self._sample:
-            self._climb()
 
     def update(self, key: str) -> None:
         """``key`` was rewritten: count and reorder it like an access, without a hit."""
@@ -245,17 +222,8 @@ class WTinyLFU:
             return []
         idx = self._indexes(key)
         self.sketch.increment(idx)
-        if self._adapt == "ghost" and self.adaptive:
-            if self._ghost_w.pop(key, 0) is None:
-                self._resize_window(
-                    self._window_target
-                    + self._ghost_step * max(1.0, len(self._ghost_m) / max(1, len(self._ghost_w)))
-                )
-            elif self._ghost_m.pop(key, 0) is None:
-                self._resize_window(
-                    self._window_target
-                    - self._ghost_step * max(1.0, len(self._ghost_w) / max(1, len(self._ghost_m)))
-                )
+        if self.adaptive:
+            self._adapt(key)
         self._window[key] = idx
         self._size += 1
         if self._size <= self._capacity and len(self._window) <= self._window_cap:
@@ -287,6 +255,8 @@ class WTinyLFU:
         self.sketch.add(self._indexes(key), count)
 
     def clear(self) -> None:
+        self._window_ghosts.clear()
+        self._main_ghosts.clear()
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
@@ -342,21 +312,14 @@ class WTinyLFU:
             if self._admit(probation[candidate], region[victim]):
                 del region[victim]
                 evicted.append(victim)
-                self._ghost(self._ghost_m, victim)
+                self._remember(self._main_ghosts, victim)
             else:
                 del probation[candidate]
                 evicted.append(candidate)
-                self._ghost(self._ghost_w, candidate)
+                self._remember(self._window_ghosts, candidate)
                 candidate = None
             self._size -= 1
         return evicted
-
-    def _ghost(self, ghost: OrderedDict[str, None], key: str) -> None:
-        if self._adapt != "ghost":
-            return
-        ghost[key] = None
-        if len(ghost) > self._ghost_cap:
-            ghost.popitem(last=False)
 
     def _admit(self, candidate: Indexes, victim: Indexes) -> bool:
         est = self.sketch.estimate
@@ -375,20 +338,22 @@ class WTinyLFU:
         self._main_cap = cap - self._window_cap
         self._protected_cap = int(self._main_cap * _PROTECTED)
 
-    def _climb(self) -> None:
-        ratio = self._hits / self._requests
-        self._hits = 0
-        self._requests = 0
-        if not self.adaptive or self._size < self._capacity or self._adapt != "climb":
-            return  # a cache still filling up says nothing about its window size
-        delta = ratio - self._prev_ratio
-        self._prev_ratio = ratio
-        amount = self._step if delta >= 0 else -self._step
-        if abs(delta) >= _RESTART:
-            self._step = _STEP * self._capacity * (1 if amount >= 0 else -1)
-        else:
-            self._step = amount * _STEP_DECAY
-        self._resize_window(self._window_target + amount)
+    def _remember(self, ghosts: OrderedDict[str, None], key: str) -> None:
+        if not self.adaptive:
+            return
+        ghosts[key] = None
+        if len(ghosts) > self._ghost_cap:
+            ghosts.popitem(last=False)
+
+    def _adapt(self, key: str) -> None:
+        """A new key arrives: if it was a ghost, move the window towards where it would have hit."""
+        window_ghosts, main_ghosts = self._window_ghosts, self._main_ghosts
+        if window_ghosts.pop(key, 0) is None:
+            step = min(_MAX_STEP, max(1.0, len(main_ghosts) / max(1, len(window_ghosts))))
+            self._resize_window(self._window_target + step)
+        elif main_ghosts.pop(key, 0) is None:
+            step = min(_MAX_STEP, max(1.0, len(window_ghosts) / max(1, len(main_ghosts))))
+            self._resize_window(self._window_target - step)
 
     def _resize_window(self, target: float) -> None:
         self._window_target = target
