@@ -52,6 +52,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _extra_args(self) -> list[str]:
+        """``DEBUG`` (used to simulate a slow server) is off by default since Redis 7."""
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
+        version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+        return ["--enable-debug-command", "yes"] if major >= 7 else []
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
@@ -68,6 +75,7 @@ class RedisServer:
                 self.dir,
                 "--daemonize",
                 "no",
+                *self._extra_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

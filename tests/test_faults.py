@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hotpath import ManualClock, MemoryTier, TieredCache
 from redis_server import RedisServer
@@ -115,3 +119,45 @@ async def test_corrupt_sqlite_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptu
         finally:
             await cache.aclose()
     assert any("corrupt" in r.getMessage().lower() for r in caplog.records)
+
+
+async def test_slow_redis_is_bounded_and_served_from_sqlite(
+    cache: TieredCache, redis_server: RedisServer
+) -> None:
+    await cache.set("k", "v")
+    l1 = cache.tiers[0]
+    assert isinstance(l1, MemoryTier)
+    l1.clear_sync()
+
+    # DEBUG SLEEP blocks the whole server for 1.5 s: a slow, not a dead, Redis.
+    def block() -> None:
+        client = redis.Redis(port=redis_server.port)
+        try:
+            client.execute_command("DEBUG", "SLEEP", "1.5")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
+    blocker = threading.Thread(target=block)
+    blocker.start()
+    try:
+        probe = redis.Redis(
+            port=redis_server.port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            deadline = time.monotonic() + 1.0
+            while True:  # until a PING goes unanswered: the server is asleep
+                try:
+                    probe.ping()
+                except redis.TimeoutError:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail("the server never went to sleep")
+        finally:
+            probe.close()
+        started = time.perf_counter()
+        assert await cache.get("k") == "v"  # Redis times out; SQLite answers
+        assert time.perf_counter() - started < 1.0
+        assert cache.stats().tier("redis").healthy is False
+        assert cache.stats().tier("sqlite").hits == 1
+    finally:
+        blocker.join(10)
