@@ -216,3 +216,39 @@ async def test_calls_that_do_not_fit_the_signature_are_rejected(
 
     with pytest.raises(KeyBuildError, match=message):
         await f(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.redis
+async def test_sync_and_async_callers_share_a_redis_backed_cache(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Sync calls run on the portal loop, async ones on ours: one Redis tier serves both."""
+    cache = TieredCache(["memory://", f"{redis_url}?prefix={redis_prefix}"])
+    calls: list[str] = []
+
+    @cached(cache, key="sq:{x}")
+    def square(x: int) -> int:
+        calls.append(f"sync {x}")
+        return x * x
+
+    @cached(cache, key="sq:{x}")
+    async def square_async(x: int) -> int:
+        calls.append(f"async {x}")
+        return x * x
+
+    try:
+        # a plain thread (no event loop) fills the cache through the portal
+        result: list[int] = []
+        worker = threading.Thread(target=lambda: result.append(square(3)))
+        worker.start()
+        await asyncio.to_thread(worker.join, 10)
+        assert result == [9]
+        # the async caller finds it in Redis (its own L1 copy was written by the portal)
+        assert await square_async(3) == 9
+        assert calls == ["sync 3"]
+        # and the other way round
+        assert await square_async(4) == 16
+        assert await asyncio.to_thread(square, 4) == 16
+        assert calls == ["sync 3", "async 4"]
+    finally:
+        await cache.aclose()

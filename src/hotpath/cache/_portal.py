@@ -59,17 +59,22 @@ class Portal:
             raise RuntimeError("a synchronous cache call was made from the cache's own portal loop")
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
-        """Run ``final`` (if any) on the portal loop, then stop the loop and its thread."""
+    def close(self, drain_timeout: float = 2.0) -> None:
+        """Let tasks still running on the portal loop finish (up to ``drain_timeout``
+        seconds: e.g. closing connections that belong to it), then stop the loop."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
-            if final is not None:
-                final.close()
             return
-        if final is not None:
-            asyncio.run_coroutine_threadsafe(final, loop).result()
+        asyncio.run_coroutine_threadsafe(_drain(drain_timeout), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+async def _drain(limit: float) -> None:
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not me]
+    if pending:
+        await asyncio.wait(pending, timeout=limit)

@@ -171,14 +171,10 @@ class TieredCache:
                 await task
         if self._coherence is not None:
             await self._coherence.aclose()
-        self._portal.close(self._close_portal_side())
         for tier in self._tiers:
+            # closes this loop's connections and schedules the close of the portal's
             await tier.aclose()
-
-    async def _close_portal_side(self) -> None:
-        for tier in self._tiers:
-            if isinstance(tier, RedisTier):
-                await tier.aclose()
+        self._portal.close()
 
     def add_hook(self, hook: Hook) -> None:
         """Call ``hook(CacheEvent)`` on every hit, miss, load and refresh (keep it fast)."""
