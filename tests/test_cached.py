@@ -36,15 +36,20 @@ async def test_async_function_is_called_once_per_arguments(cache: TieredCache) -
 
 async def test_async_concurrent_calls_share_one_run(cache: TieredCache) -> None:
     calls = 0
+    gate = asyncio.Event()
 
     @cached(cache)
     async def slow(x: int) -> int:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.01)
+        await gate.wait()
         return x * 2
 
-    assert await asyncio.gather(*[slow(21) for _ in range(200)]) == [42] * 200
+    tasks = [asyncio.create_task(slow(21)) for _ in range(200)]
+    while cache.stats().coalesced + cache.stats().hits < 199:
+        await asyncio.sleep(0)  # let every call reach the shared load
+    gate.set()
+    assert await asyncio.gather(*tasks) == [42] * 200
     assert calls == 1
 
 

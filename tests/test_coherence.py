@@ -104,9 +104,8 @@ async def test_replicas_share_one_load(replica: Replica) -> None:
         for r in replicas
         for _ in range(25)
     ]
-    await wait_until(lambda: calls >= 1)
-    for _ in range(20):
-        await asyncio.sleep(0.001)
+    # 24 callers join each replica's own load; 3 replicas wait on the lease of the 4th
+    await wait_until(lambda: sum(r.stats().coalesced for r in replicas) >= 24 * 4 + 3)
     gate.set()
     assert await asyncio.gather(*tasks) == ["answer"] * 100
     assert calls == 1
@@ -119,8 +118,10 @@ async def test_waiting_replica_loads_itself_when_the_loader_replica_fails(
     await a.start()
     await b.start()
     gate = asyncio.Event()
+    started = asyncio.Event()
 
     async def failing() -> str:
+        started.set()
         await gate.wait()
         raise RuntimeError("boom")
 
@@ -128,9 +129,9 @@ async def test_waiting_replica_loads_itself_when_the_loader_replica_fails(
         return "from-b"
 
     ta = asyncio.create_task(a.get_or_load("k", failing))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), 5)  # a holds the lease
     tb = asyncio.create_task(b.get_or_load("k", working))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: b.stats().coalesced >= 1)  # b waits on a's lease
     gate.set()
     with pytest.raises(RuntimeError):
         await ta
