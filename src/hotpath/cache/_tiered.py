@@ -239,16 +239,12 @@ class TieredCache:
             self._miss(k)
             return None
         self._subscribe()
-        above: list[Tier] = [l1] if l1 is not None else []
-        for tier in self._lower:
-            rec = await tier.read(k)
-            if rec is not None:
-                self._hit(k, tier.name)
-                await self._promote([(k, rec)], above)
-                return rec
-            above.append(tier)
-        self._miss(k)
-        return None
+        rec, tier_name = await self._read_lower(k)
+        if rec is None:
+            self._miss(k)
+        else:
+            self._hit(k, tier_name)
+        return rec
 
     async def _promote(self, items: list[tuple[str, Record]], tiers: list[Tier]) -> None:
         if not items:
@@ -461,7 +457,7 @@ class TieredCache:
             # Woken by the loader's invalidation message; polling is the fallback.
             fut = coherence.watch(k) if coherence is not None else None
             try:
-                rec = await self._read_lower_only(k)
+                rec, _ = await self._read_lower(k)
                 if rec is not None:
                     return rec.value
                 with contextlib.suppress(TimeoutError):
@@ -472,7 +468,7 @@ class TieredCache:
             finally:
                 if fut is not None and coherence is not None:
                     coherence.unwatch(k, fut)
-            rec = await self._read_lower_only(k)
+            rec, _ = await self._read_lower(k)
             if rec is not None:
                 return rec.value
             if not await redis.is_locked(k):
@@ -480,15 +476,17 @@ class TieredCache:
             wait = min(wait * 2, 0.2)
         return _MISSING
 
-    async def _read_lower_only(self, k: str) -> Record | None:
+    async def _read_lower(self, k: str) -> tuple[Record | None, str]:
+        """``k``'s record from the first lower tier that has it (promoted to the tiers
+        above), and that tier's name."""
         above: list[Tier] = [self._l1] if self._l1 is not None else []
         for tier in self._lower:
             rec = await tier.read(k)
             if rec is not None:
                 await self._promote([(k, rec)], above)
-                return rec
+                return rec, tier.name
             above.append(tier)
-        return None
+        return None, ""
 
     async def _run_loader(
         self,
