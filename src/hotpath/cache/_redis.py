@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, ClassVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -43,9 +43,11 @@ from hotpath.cache._codec import Codec
 from hotpath.cache._health import Health
 from hotpath.cache._record import Record
 from hotpath.cache._redis_events import Subscriber
+from hotpath.cache._redis_scripts import TAG_ADD, TAG_REMOVE, UNLOCK
+from hotpath.cache._redis_url import OWN_PARAMS, PASS_PARAMS, SCHEMES, redact, split_url
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import WriteItem
-from hotpath.cache._urls import parse_float, parse_int, parse_query
+from hotpath.cache._urls import parse_query
 from hotpath.cache._validate import check_key, check_ttl
 from hotpath.cache._values import AsyncValueTier
 from hotpath.cache._watchdog import Watchdog
@@ -54,65 +56,10 @@ __all__ = ["RedisTier"]
 
 log = logging.getLogger("hotpath.cache")
 
-_SCHEMES = frozenset({"redis", "rediss", "unix"})
-# Query parameters hotpath reads itself (stripped before redis-py sees the URL) ...
-_OWN_PARAMS = frozenset({"prefix", "timeout", "connect_timeout", "max_connections"})
-# ... and the connection parameters handed on to redis-py untouched.
-_PASS_PARAMS = frozenset(
-    {
-        "db",
-        "password",
-        "ssl_ca_certs",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_cert_reqs",
-        "ssl_check_hostname",
-    }
-)
-
 _MAX_HOT = 100_000  # access counts kept in {prefix}h (the top ones)
 _TRIM_EVERY = 1_000  # counts added between two trims of {prefix}h
 _SCRIPT_BATCH = 1_000  # members per script call (Lua's unpack() has a stack limit)
 _SCAN_COUNT = 1_000
-
-# Add members to one tag set and keep the set alive as long as its longest-lived
-# member (ARGV[1] = that member's TTL in ms, 0 = never expires). PTTL is -2 for a new
-# set, -1 for a set that already holds a member without expiry. One key: cluster-safe.
-_TAG_ADD = """
-local pttl = redis.call('PTTL', KEYS[1])
-redis.call('SADD', KEYS[1], unpack(ARGV, 2))
-local ms = tonumber(ARGV[1])
-if ms == 0 then
-  if pttl ~= -1 then redis.call('PERSIST', KEYS[1]) end
-elseif pttl == -2 or (pttl >= 0 and pttl < ms) then
-  redis.call('PEXPIRE', KEYS[1], ms)
-end
-return 1
-"""
-
-# Remove every value stored with one tag, and the tag set, atomically. It touches
-# keys it does not declare, which only a single node allows (see _remove_tag).
-_TAG_REMOVE = """
-local removed = 0
-local batch = {}
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  batch[#batch + 1] = ARGV[1] .. member
-  if #batch == 500 then
-    removed = removed + redis.call('UNLINK', unpack(batch))
-    batch = {}
-  end
-end
-if #batch > 0 then removed = removed + redis.call('UNLINK', unpack(batch)) end
-redis.call('UNLINK', KEYS[1])
-return removed
-"""
-
-# Release a lock only if we still hold it (one key: cluster-safe).
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 #: A loop's client, the gate that bounds its concurrent calls to the pool's size, and
 #: the watchdog that holds each call to its deadline.
@@ -153,14 +100,14 @@ class RedisTier(AsyncValueTier):
     ) -> None:
         if not isinstance(url, str):
             raise ConfigError(f"url must be a str, got {type(url).__name__} {url!r}")
-        shown = _redact(url)
+        shown = redact(url)
         scheme = urlsplit(url).scheme.lower()
-        if scheme not in _SCHEMES:
+        if scheme not in SCHEMES:
             raise ConfigError(
                 f"RedisTier URL must start with redis://, rediss:// or unix://, got {shown!r}"
             )
-        for param in parse_query(shown, {*_PASS_PARAMS, *_OWN_PARAMS}):
-            if param in _OWN_PARAMS:
+        for param in parse_query(shown, {*PASS_PARAMS, *OWN_PARAMS}):
+            if param in OWN_PARAMS:
                 raise ConfigError(
                     f"parameter {param!r} in {shown!r}: pass {param}= as an argument, "
                     "or build the tier with RedisTier.from_url"
@@ -225,21 +172,7 @@ class RedisTier(AsyncValueTier):
         """
         if not isinstance(url, str):
             raise ConfigError(f"tier URL must be a str, got {type(url).__name__} {url!r}")
-        shown = _redact(url)
-        params = parse_query(shown, {*_PASS_PARAMS, *_OWN_PARAMS})
-        kwargs: dict[str, Any] = {}
-        if "prefix" in params:
-            kwargs["prefix"] = params["prefix"]
-        if "timeout" in params:
-            kwargs["timeout"] = parse_float(params["timeout"], "timeout")
-        if "connect_timeout" in params:
-            kwargs["connect_timeout"] = parse_float(params["connect_timeout"], "connect_timeout")
-        if "max_connections" in params:
-            kwargs["max_connections"] = parse_int(params["max_connections"], "max_connections")
-        # Rebuilt by hand: urlunsplit() would turn unix:///path into unix:/path.
-        base, _, query = url.partition("?")
-        rest = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k in _PASS_PARAMS]
-        conn_url = f"{base}?{urlencode(rest)}" if rest else base
+        conn_url, kwargs = split_url(url)
         return cls(conn_url, clock=clock, codec=codec, **kwargs)
 
     def __repr__(self) -> str:
@@ -433,7 +366,7 @@ class RedisTier(AsyncValueTier):
                             pipe.unlink(*gone)
                         for tkey, (members, ms) in tagged.items():
                             for i in range(0, len(members), _SCRIPT_BATCH):
-                                pipe.eval(_TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
+                                pipe.eval(TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
                         await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - a backend fault makes the write a no-op
             self._counters.latency.record(perf_counter() - t0)
@@ -494,7 +427,7 @@ class RedisTier(AsyncValueTier):
         """
         pipe = client.pipeline(transaction=False)
         for tkey in tkeys:
-            pipe.eval(_TAG_REMOVE, 1, tkey, self._vprefix)
+            pipe.eval(TAG_REMOVE, 1, tkey, self._vprefix)
         return sum(int(n) for n in await pipe.execute())
 
     async def clear(self) -> None:
@@ -688,7 +621,7 @@ class RedisTier(AsyncValueTier):
             client, gate, dog = self._client()
             with dog:
                 async with gate:
-                    await client.eval(_UNLOCK, 1, lkey, tok)
+                    await client.eval(UNLOCK, 1, lkey, tok)
         except Exception as exc:  # noqa: BLE001 - the lease will expire on its own
             self._fault(exc, "unlock")
             return
@@ -780,20 +713,3 @@ def _utf8(text: str, what: str = "tag") -> bytes:
 def _glob_escape(text: str) -> str:
     """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password (in the userinfo or a ``password=`` parameter) hidden."""
-    base, sep, query = url.partition("?")
-    try:
-        netloc = urlsplit(base).netloc
-        if urlsplit(base).password is not None:
-            user, _, host = netloc.rpartition("@")
-            base = base.replace(netloc, f"{user.partition(':')[0]}:***@{host}", 1)
-    except ValueError:
-        return "<unparseable URL>"
-    if "password=" in query:
-        query = "&".join(
-            "password=***" if p.startswith("password=") else p for p in query.split("&")
-        )
-    return base + sep + query
