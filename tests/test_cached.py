@@ -257,3 +257,24 @@ async def test_sync_and_async_callers_share_a_redis_backed_cache(
         assert calls == ["sync 3", "async 4"]
     finally:
         await cache.aclose()
+
+
+async def test_equal_values_of_different_types_keep_different_keys(cache: TieredCache) -> None:
+    """1, True and 1.0 are equal in Python but must not share an entry (nor a memoized key)."""
+    seen: list[object] = []
+
+    @cached(cache)
+    async def f(x: object) -> str:
+        seen.append(x)
+        return repr(x)
+
+    for _ in range(2):
+        assert [await f(1), await f(True), await f(1.0), await f((1,)), await f((True,))] == [
+            "1",
+            "True",
+            "1.0",
+            "(1,)",
+            "(True,)",
+        ]
+    assert len({f.key(v) for v in (1, True, 1.0, (1,), (True,), 0.0, -0.0)}) == 7
+    assert len(seen) == 5

@@ -11,7 +11,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from hotpath._errors import ConfigError, KeyBuildError
 from hotpath.cache._keys import fingerprint
 from hotpath.cache._tiered import TieredCache
-from hotpath.cache._validate import check_ttl
+from hotpath.cache._validate import check_tags, check_ttl
 
 __all__ = ["cached"]
 
@@ -21,6 +21,9 @@ R = TypeVar("R")
 KeySpec = str | Callable[..., str] | None
 TagSpec = Sequence[str] | Callable[..., Iterable[str]] | None
 _SKIP_BY_DEFAULT = frozenset({"self", "cls"})
+# Argument types whose equal values always encode to the same key (not float: 0.0 == -0.0).
+_SIMPLE = frozenset({str, int, bool, bytes, type(None)})
+_MEMO_SIZE = 4096
 
 
 class _KeyMaker:
@@ -53,6 +56,9 @@ class _KeyMaker:
                 _check_template(t, params, f"tags[{i}]", fn)
         self.key = key
         self.tags = tags
+        # Memoize keys only when they are a pure function of the arguments.
+        pure = (key is None or isinstance(key, str)) and (tags is None or not callable(tags))
+        self.memo: dict[object, tuple[str, tuple[str, ...]]] | None = {} if pure else None
         plist = list(self.sig.parameters.values())
         self.simple = not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in plist)
         self.names = tuple(p.name for p in plist)
@@ -85,7 +91,33 @@ class _KeyMaker:
         bound.apply_defaults()
         return bound.arguments
 
-    def make(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, list[str] | None]:
+    def make(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The key and tags of a call; memoized for calls made only of simple values."""
+        memo = self.memo
+        if memo is None:
+            return self._make(args, kwargs)
+        # Types are part of the memo key so that 1, 1.0 and True (equal in Python,
+        # different keys in the cache) never share an entry.
+        try:
+            mk = (
+                args,
+                tuple(map(type, args)),
+                tuple(kwargs.items()),
+                tuple(map(type, kwargs.values())),
+            )
+            hit = memo.get(mk)
+        except TypeError:  # an unhashable argument
+            return self._make(args, kwargs)
+        if hit is not None:
+            return hit
+        made = self._make(args, kwargs)
+        if _SIMPLE.issuperset(mk[1]) and _SIMPLE.issuperset(mk[3]):
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[mk] = made
+        return made
+
+    def _make(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         arguments = self.bind(args, kwargs)
         key = self.key
         if key is None:
@@ -97,13 +129,13 @@ class _KeyMaker:
             k = key(*args, **kwargs)
             if not isinstance(k, str):
                 raise KeyBuildError(f"key function returned {type(k).__name__} {k!r}, not a str")
-        tags: list[str] | None = None
+        tags: Iterable[object] = ()
         if self.tags is not None:
             if callable(self.tags):
-                tags = list(self.tags(*args, **kwargs))
+                tags = self.tags(*args, **kwargs)
             else:
                 tags = [t.format_map(arguments) for t in self.tags]
-        return k, tags
+        return k, check_tags(tags)
 
 
 def _check_template(template: str, params: set[str], what: str, fn: Callable[..., Any]) -> None:
@@ -142,7 +174,7 @@ class CachedFunction(Generic[P, R]):
         fn = self.__wrapped__
         if self._is_async:
             coro_fn: Callable[..., Awaitable[Any]] = fn  # type: ignore[assignment]
-            result: R = self._cache.get_or_load(
+            result: R = self._cache._get_or_load(
                 k, lambda: coro_fn(*args, **kwargs), self._ttl, tags
             )  # type: ignore[assignment]
             return result

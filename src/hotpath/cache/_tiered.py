@@ -370,8 +370,16 @@ class TieredCache:
         k = key if type(key) is str else check_key(key)
         if not callable(loader):
             raise CacheError(f"loader must be a zero-argument callable, got {loader!r}")
-        ttl_s = check_ttl(ttl)
-        tag_tuple = check_tags(tags)
+        return await self._get_or_load(k, loader, check_ttl(ttl), check_tags(tags))
+
+    async def _get_or_load(
+        self,
+        k: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl_s: float | None,
+        tag_tuple: tuple[str, ...],
+    ) -> T:
+        """``get_or_load`` with its arguments already checked (``@cached`` checks once)."""
         rec = await self._lookup(k)
         if rec is not None:
             if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
