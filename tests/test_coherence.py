@@ -7,13 +7,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 
-from hotpath import MemoryTier, TieredCache
+from hotpath import MemoryTier, Record, RedisTier, SQLiteTier, Tier, TieredCache, TierStats
+from hotpath.cache._tier import WriteItem
 
 pytestmark = pytest.mark.redis
 
@@ -193,3 +194,78 @@ async def test_replica_without_l1_still_invalidates_others(
         assert await b.get("k") == "new"
     finally:
         await writer.aclose()
+
+
+class _GatedTier(Tier):
+    """A real SQLite tier whose reads answer only when the test opens a gate:
+    it stands for a slow backend returning a value that is stale by the time it lands."""
+
+    name = "sqlite"
+
+    def __init__(self, inner: SQLiteTier) -> None:
+        self.inner = inner
+        self.read_done = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
+        records = await self.inner.read_many(keys)
+        self.read_done.set()
+        await self.gate.wait()
+        return records
+
+    async def write_many(self, items: Sequence[WriteItem], *, only_missing: bool = False) -> None:
+        await self.inner.write_many(items, only_missing=only_missing)
+
+    async def remove_many(self, keys: Sequence[str]) -> None:
+        await self.inner.remove_many(keys)
+
+    async def remove_tags(self, tags: Sequence[str]) -> None:
+        await self.inner.remove_tags(tags)
+
+    async def clear(self) -> None:
+        await self.inner.clear()
+
+    async def add_hits(self, counts: Mapping[str, int]) -> None:
+        await self.inner.add_hits(counts)
+
+    async def hottest(self, n: int) -> list[str]:
+        return await self.inner.hottest(n)
+
+    def stats(self) -> TierStats:
+        return self.inner.stats()
+
+    @property
+    def healthy(self) -> bool:
+        return self.inner.healthy
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_slow_stale_read_is_not_promoted_over_a_newer_write(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    redis_tier_url = f"{redis_url}?prefix={redis_prefix}"
+    db = tmp_path / "shared.db"
+    a = TieredCache(["memory://", redis_tier_url, f"sqlite:///{db}"])
+    gated = _GatedTier(SQLiteTier(db))
+    b = TieredCache([MemoryTier(), RedisTier.from_url(redis_tier_url), gated])
+    try:
+        await a.start()
+        await b.start()
+        await a.set("k", "v1")
+        await wait_until(lambda: b.stats().invalidations_received >= 1)
+        await a.tiers[1].remove_many(["k"])  # only L3 has it now
+        reader = asyncio.create_task(b.get("k"))
+        await asyncio.wait_for(gated.read_done.wait(), 5)  # b holds v1, not yet promoted
+        await a.set("k", "v2")
+        await wait_until(lambda: b.stats().invalidations_received >= 2)
+        gated.gate.set()
+        assert await reader == "v1"  # the in-flight read answers what it read...
+        assert "k" not in l1(b)  # ...but does not keep it in L1
+        shared = await a.tiers[1].read("k")
+        assert shared is not None and shared.value == "v2"  # nor write it over v2 in Redis
+        assert await b.get("k") == "v2"
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -157,3 +157,22 @@ async def test_hits_persist_and_rank_hottest(tier: Tier) -> None:
         assert len(hottest) <= 2  # L1 ranks by its own frequency estimate
     else:
         assert hottest == ["hot", "warm"]
+
+
+async def test_only_missing_fills_gaps_but_never_overwrites(tier: Tier, clock: ManualClock) -> None:
+    await tier.write("live", Record("newer"))
+    await tier.write("dying", Record("old", clock.now() + 1))
+    clock.advance(2)
+    await tier.write_many(
+        [
+            ("live", Record("stale"), ()),
+            ("absent", Record("filled"), ()),
+            ("dying", Record("fresh"), ()),
+        ],
+        only_missing=True,
+    )
+    got = await tier.read_many(["live", "absent"])
+    assert [r.value if r else None for r in got] == ["newer", "filled"]
+    if tier.name != "redis":  # Redis expires by its own clock, not the injected one
+        dying = await tier.read("dying")
+        assert dying is not None and dying.value == "fresh"

@@ -438,8 +438,10 @@ class MemoryTier(Tier):
         get = self.get_record
         return [get(k) for k in keys]
 
-    async def write_many(self, items: Sequence[WriteItem]) -> None:
+    async def write_many(self, items: Sequence[WriteItem], *, only_missing: bool = False) -> None:
         for key, record, tags in items:
+            if only_missing and self.peek_record(key) is not None:
+                continue
             self.set_record(key, record, tags)
 
     async def remove_many(self, keys: Sequence[str]) -> None:

@@ -322,7 +322,7 @@ class RedisTier(AsyncValueTier):
         counters.hits += 1
         return record
 
-    async def write_many(self, items: Sequence[WriteItem]) -> None:
+    async def write_many(self, items: Sequence[WriteItem], *, only_missing: bool = False) -> None:
         if not items:
             return
         # Encode everything first: bad input raises before anything reaches Redis.
@@ -337,7 +337,8 @@ class RedisTier(AsyncValueTier):
             if record.expires_at is not None:
                 remaining = record.expires_at - now
                 if remaining <= 0:
-                    gone.append(vkey)  # not stored, and must not leave an older value behind
+                    if not only_missing:
+                        gone.append(vkey)  # not stored; must not leave an older value behind
                     continue
                 px = max(1, math.ceil(remaining * 1000))
             sets.append((vkey, encode(record), px))
@@ -357,11 +358,11 @@ class RedisTier(AsyncValueTier):
                 async with gate:
                     if len(sets) == 1 and not gone and not tagged:
                         vkey, blob, px = sets[0]
-                        await client.set(vkey, blob, px=px)
+                        await client.set(vkey, blob, px=px, nx=only_missing)
                     else:
                         pipe = client.pipeline(transaction=False)
                         for vkey, blob, px in sets:
-                            pipe.set(vkey, blob, px=px)
+                            pipe.set(vkey, blob, px=px, nx=only_missing)
                         if gone:
                             pipe.unlink(*gone)
                         for tkey, (members, ms) in tagged.items():

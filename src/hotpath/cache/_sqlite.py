@@ -255,7 +255,7 @@ class SQLiteTier(AsyncValueTier):
             counters.latency.record(time.perf_counter() - t0)
         return out
 
-    async def write_many(self, items: Sequence[WriteItem]) -> None:
+    async def write_many(self, items: Sequence[WriteItem], *, only_missing: bool = False) -> None:
         self._check_open()
         now = self._clock.now()
         encode = self._codec.encode
@@ -263,7 +263,8 @@ class SQLiteTier(AsyncValueTier):
         rows: dict[str, tuple[str, bytes, float | None, float, int, tuple[str, ...]] | None] = {}
         for key, record, tags in items:
             if record.expires_at is not None and record.expires_at <= now:
-                rows[key] = None
+                if not only_missing:
+                    rows[key] = None
                 continue
             try:
                 key_size = len(key.encode())
@@ -284,7 +285,11 @@ class SQLiteTier(AsyncValueTier):
         dead = [(k,) for k, r in rows.items() if r is None]
 
         def write(conn: sqlite3.Connection) -> None:
+            nonlocal live
             with db.transaction(conn):
+                if only_missing and live:
+                    present = db.live_keys(conn, [r[0] for r in live], now)
+                    live = [r for r in live if r[0] not in present]
                 if dead:
                     conn.executemany(db.DELETE, dead)
                 if live:

@@ -24,7 +24,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -263,3 +263,18 @@ def _directory_lock(directory: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def live_keys(conn: sqlite3.Connection, keys: Sequence[str], now: float) -> set[str]:
+    """Which of ``keys`` hold an entry that has not expired at ``now``."""
+    found: set[str] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT key FROM entries WHERE key IN ({marks}) "  # noqa: S608 - only ? marks
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (*chunk, now),
+        )
+        found.update(r[0] for r in rows)
+    return found

@@ -37,10 +37,13 @@ class Tier(abc.ABC):
         """Records for ``keys`` in order; ``None`` for absent or expired ones."""
 
     @abc.abstractmethod
-    async def write_many(self, items: Sequence[WriteItem]) -> None:
+    async def write_many(self, items: Sequence[WriteItem], *, only_missing: bool = False) -> None:
         """Store records (replacing existing ones) and index them under their tags.
 
-        A record whose ``expires_at`` has already passed is not stored.
+        A record whose ``expires_at`` has already passed is not stored (and, unless
+        ``only_missing``, removes an older entry). With ``only_missing`` a record is
+        stored only where the key holds no live entry: a promotion from a lower
+        tier must never overwrite a newer write that reached this tier meanwhile.
         """
 
     @abc.abstractmethod

@@ -204,6 +204,7 @@ class TieredCache:
                 else:
                     found[k] = rec
                     self._hit(k, "memory")
+        epoch = self._epoch()
         above: list[Tier] = [self._l1] if self._l1 is not None else []
         for tier in self._lower:
             if not todo:
@@ -218,7 +219,7 @@ class TieredCache:
                     found[k] = rec
                     promote.append((k, rec))
                     self._hit(k, tier.name)
-            await self._promote(promote, above)
+            await self._promote(promote, above, epoch)
             above.append(tier)
             todo = still
         for k in todo:
@@ -246,15 +247,29 @@ class TieredCache:
             self._hit(k, tier_name)
         return rec
 
-    async def _promote(self, items: list[tuple[str, Record]], tiers: list[Tier]) -> None:
+    async def _promote(
+        self, items: list[tuple[str, Record]], tiers: list[Tier], epoch: int
+    ) -> None:
+        """Copy records read from a lower tier into ``tiers`` above it.
+
+        A promotion must not resurrect a value that another process replaced while
+        we were reading it: shared tiers only take a record where the key is absent
+        (``only_missing``), and L1 takes none if an invalidation arrived since
+        ``epoch`` (the coherence message count when the read started).
+        """
         if not items:
             return
         for tier in tiers:
             if tier is self._l1:
+                if self._coherence is not None and self._coherence.received != epoch:
+                    continue
                 for k, rec in items:
                     self._l1.set_record(k, self._l1_record(rec), rec.tags)
             else:
-                await tier.write_many([(k, rec, rec.tags) for k, rec in items])
+                await tier.write_many([(k, rec, rec.tags) for k, rec in items], only_missing=True)
+
+    def _epoch(self) -> int:
+        return self._coherence.received if self._coherence is not None else 0
 
     def _l1_record(self, rec: Record) -> Record:
         cap = self._l1_max_ttl
@@ -487,11 +502,12 @@ class TieredCache:
     async def _read_lower(self, k: str) -> tuple[Record | None, str]:
         """``k``'s record from the first lower tier that has it (promoted to the tiers
         above), and that tier's name."""
+        epoch = self._epoch()
         above: list[Tier] = [self._l1] if self._l1 is not None else []
         for tier in self._lower:
             rec = await tier.read(k)
             if rec is not None:
-                await self._promote([(k, rec)], above)
+                await self._promote([(k, rec)], above, epoch)
                 return rec, tier.name
             above.append(tier)
         return None, ""
