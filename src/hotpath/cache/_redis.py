@@ -43,7 +43,7 @@ from hotpath.cache._codec import Codec
 from hotpath.cache._health import Health
 from hotpath.cache._record import Record
 from hotpath.cache._redis_events import Subscriber
-from hotpath.cache._redis_scripts import TAG_ADD, TAG_REMOVE, UNLOCK
+from hotpath.cache._redis_scripts import EXTEND, TAG_ADD, TAG_REMOVE, UNLOCK
 from hotpath.cache._redis_url import OWN_PARAMS, PASS_PARAMS, SCHEMES, redact, split_url
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import WriteItem
@@ -611,6 +611,32 @@ class RedisTier(AsyncValueTier):
             return None
         self._health.ok()
         return bool(taken)
+
+    async def extend_lock(self, name: str, token: str, lease: float) -> bool | None:
+        """Renew lock ``name`` for ``lease`` seconds from now if ``token`` still holds it.
+
+        True if renewed, False if the lock is gone or held by another token, None if
+        Redis is unavailable.
+        """
+        lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
+        seconds = check_ttl(lease, "lease")
+        if seconds is None:
+            raise InvalidTTLError("lease must be a positive, finite number of seconds, got None")
+        tok = check_key(token, "token")
+        if not self._health.ready():
+            return None
+        try:
+            client, gate, dog = self._client()
+            with dog:
+                async with gate:
+                    renewed = await client.eval(
+                        EXTEND, 1, lkey, tok, max(1, math.ceil(seconds * 1000))
+                    )
+        except Exception as exc:  # noqa: BLE001 - "unknown" rather than an error
+            self._fault(exc, "extend_lock")
+            return None
+        self._health.ok()
+        return bool(renewed)
 
     async def unlock(self, name: str, token: str) -> None:
         """Release lock ``name`` if ``token`` still holds it (else, or on a fault, do nothing)."""

@@ -7,7 +7,7 @@ entries with per-slot pipelines instead; see ``RedisTier._remove_tag``).
 
 from __future__ import annotations
 
-__all__ = ["TAG_ADD", "TAG_REMOVE", "UNLOCK"]
+__all__ = ["EXTEND", "TAG_ADD", "TAG_REMOVE", "UNLOCK"]
 
 # Add members to one tag set and keep the set alive as long as its longest-lived
 # member (ARGV[1] = that member's TTL in ms, 0 = never expires). PTTL is -2 for a new
@@ -44,5 +44,11 @@ return removed
 # Release a lock only if we still hold it (one key: cluster-safe).
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Extend a lock's lease only if we still hold it (one key: cluster-safe).
+EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """

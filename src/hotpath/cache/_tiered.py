@@ -70,8 +70,10 @@ class TieredCache:
     if present, must come first. ``default_ttl`` applies when a call gives none
     (``None``: entries never expire). ``l1_max_ttl`` caps how long an entry stays in
     L1, bounding staleness should an invalidation message ever be lost.
-    ``lock_lease`` is how long another replica's loader may hold a key before the
-    others stop waiting for it; ``refresh_beta`` tunes early refresh (0 turns it off).
+    ``lock_lease`` is the lease a replica takes on a key it loads (renewed while the
+    loader runs, so it only runs out if that replica dies); ``lock_wait`` is how long
+    the others wait for its result before loading themselves. ``refresh_beta`` tunes
+    early refresh (0 turns it off).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class TieredCache:
         l1_max_ttl: float | None = None,
         coherence: bool = True,
         lock_lease: float = 10.0,
+        lock_wait: float = 300.0,
         refresh_beta: float = 1.0,
         hits_flush_interval: float = 10.0,
         clock: Clock | None = None,
@@ -112,6 +115,7 @@ class TieredCache:
         self._default_ttl = check_ttl(default_ttl, "default_ttl")
         self._l1_max_ttl = check_ttl(l1_max_ttl, "l1_max_ttl")
         self._lock_lease = _positive(lock_lease, "lock_lease")
+        self._lock_wait = _positive(lock_wait, "lock_wait")
         self._beta = _non_negative(refresh_beta, "refresh_beta")
         flush_interval = _positive(hits_flush_interval, "hits_flush_interval")
         self._rand = rand or random.random
@@ -448,21 +452,16 @@ class TieredCache:
             got = await redis.try_lock(k, token, self._lock_lease)
             if got is False:
                 return None  # type: ignore[return-value]
-            try:
+            if got is None:
                 return await self._run_loader(k, loader, ttl, tags, refresh)
-            finally:
-                if got:
-                    await redis.unlock(k, token)
-        deadline = self._clock.monotonic() + self._lock_lease
+            return await self._run_leased(redis, k, token, loader, ttl, tags, refresh)
+        deadline = self._clock.monotonic() + self._lock_wait
         while True:
             got = await redis.try_lock(k, token, self._lock_lease)
             if got is None:  # Redis unavailable: load locally
                 return await self._run_loader(k, loader, ttl, tags, refresh)
             if got:
-                try:
-                    return await self._run_loader(k, loader, ttl, tags, refresh)
-                finally:
-                    await redis.unlock(k, token)
+                return await self._run_leased(redis, k, token, loader, ttl, tags, refresh)
             # Another replica is loading: wait for it to publish the key.
             self._coalesced += 1
             value = await self._await_other_replica(k, redis, deadline)
@@ -472,8 +471,38 @@ class TieredCache:
                 log.warning("gave up waiting for another replica to load %r; loading here", k)
                 return await self._run_loader(k, loader, ttl, tags, refresh)
 
+    async def _run_leased(
+        self,
+        redis: RedisTier,
+        k: str,
+        token: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | None,
+        tags: tuple[str, ...],
+        refresh: bool,
+    ) -> T:
+        """Run the loader while holding the replicas' lease on ``k``, renewing it every
+        third of ``lock_lease`` so that a slow load (an LLM call of a minute) keeps the
+        other replicas waiting instead of loading too."""
+        renew = asyncio.get_running_loop().create_task(self._renew_lease(redis, k, token))
+        try:
+            return await self._run_loader(k, loader, ttl, tags, refresh)
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            await redis.unlock(k, token)
+
+    async def _renew_lease(self, redis: RedisTier, k: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self._lock_lease / 3)
+            if await redis.extend_lock(k, token, self._lock_lease) is False:
+                log.warning("the load lease of %r was lost; another replica may load it too", k)
+                return
+
     async def _await_other_replica(self, k: str, redis: RedisTier, deadline: float) -> Any:
-        """The value once another replica stored it; ``_MISSING`` if its lease ended first."""
+        """The value once another replica stored it; ``_MISSING`` if its lease ended
+        (it failed, or died) or ``deadline`` passed first."""
         wait = 0.005
         coherence = self._coherence
         while self._clock.monotonic() < deadline:
