@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from hotpath import MemoryTier, Record, RedisTier, SQLiteTier, Tier, TieredCache, TierStats
 from hotpath.cache._tier import WriteItem
@@ -267,5 +268,52 @@ async def test_a_slow_stale_read_is_not_promoted_over_a_newer_write(
         assert shared is not None and shared.value == "v2"  # nor write it over v2 in Redis
         assert await b.get("k") == "v2"
     finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_load_longer_than_the_lease_keeps_other_replicas_waiting(
+    redis_url: str, redis_prefix: str
+) -> None:
+    url = f"{redis_url}?prefix={redis_prefix}"
+    a = TieredCache(["memory://", url], lock_lease=0.15)
+    b = TieredCache(["memory://", url], lock_lease=0.15)
+    raw = aredis.Redis.from_url(redis_url)
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        calls.append("a")
+        await gate.wait()
+        return "from-a"
+
+    async def other() -> str:
+        calls.append("b")
+        return "from-b"
+
+    try:
+        await a.start()
+        await b.start()
+        ta = asyncio.create_task(a.get_or_load("k", slow))
+        await wait_until(lambda: calls == ["a"])
+        tb = asyncio.create_task(b.get_or_load("k", other))
+        # Watch the lease get renewed several times: the load outlives three leases.
+        lock = f"{redis_prefix}l:k"
+        renewals, last = 0, await raw.pttl(lock)
+        deadline = asyncio.get_running_loop().time() + 5
+        while renewals < 3:
+            assert asyncio.get_running_loop().time() < deadline, "lease never renewed"
+            await asyncio.sleep(0.005)
+            now = await raw.pttl(lock)
+            assert now > 0, "the lease ran out while the loader was still running"
+            if now > last:
+                renewals += 1
+            last = now
+        gate.set()
+        assert await ta == "from-a"
+        assert await tb == "from-a"
+        assert calls == ["a"]
+    finally:
+        await raw.aclose()
         await a.aclose()
         await b.aclose()
