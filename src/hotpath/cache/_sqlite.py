@@ -426,20 +426,30 @@ class SQLiteTier(AsyncValueTier):
         self._check_open()
         if not self._health.ready():
             return default
-        for attempt in (0, 1):
+        retried = False
+        started = time.monotonic()
+        pause = 0.0005
+        while True:
             try:
                 state = getattr(self._local, "state", None)
                 if state is None or state.gen != self._gen:
                     state = self._reconnect()
                 out = fn(state.conn)
             except _FAULTS as exc:
-                if self._fault(exc, op) and retry and attempt == 0:
+                # SQLite answers "locked" at once, without its busy handler, in a few
+                # transient states (another process switching the file to WAL or
+                # rebuilding it): wait a little, within busy_timeout, and try again.
+                if _is_busy(exc) and time.monotonic() - started + pause < self.busy_timeout:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+                    continue
+                if self._fault(exc, op) and retry and not retried:
+                    retried = True
                     continue
                 return default
             if not self._health.healthy:
                 self._health.ok()
             return out
-        return default  # pragma: no cover - the loop always returns
 
     def _reconnect(self) -> _Conn:
         """Open this thread's connection (creating the file and schema if need be)."""
@@ -454,13 +464,8 @@ class SQLiteTier(AsyncValueTier):
             first = self._ready_gen != gen
             if first:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,  # so aclose() may close other threads' connections
-            )
-            state = _Conn(conn, gen, db.file_identity(self.path))
+            conn, identity = self._connect()
+            state = _Conn(conn, gen, identity)
             try:
                 self._configure(conn)
                 if first:
@@ -475,6 +480,28 @@ class SQLiteTier(AsyncValueTier):
             self._local.state = state
             return state
 
+    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+        """A connection and the identity of the file it opened.
+
+        The identity is read before and after opening: if another process replaced
+        the file in between (rebuilding a corrupt one), we cannot tell which file we
+        got, so we open again. Without this, a process could take a fresh file for
+        the corrupt one it had opened, and move it aside too.
+        """
+        for _ in range(5):
+            before = db.file_identity(self.path)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,  # so aclose() may close other threads' connections
+            )
+            after = db.file_identity(self.path)
+            if before == after or before is None:
+                return conn, after
+            conn.close()
+        return conn, None  # the file keeps changing: recovery will not move anything aside
+
     def _configure(self, conn: sqlite3.Connection) -> None:
         """Per-connection setup (a test hook: subclasses may add pragmas)."""
         db.configure(conn)
@@ -482,7 +509,7 @@ class SQLiteTier(AsyncValueTier):
     def _fault(self, exc: BaseException, op: str) -> bool:
         """Handle a backend fault; True if a corrupt file was replaced by a fresh one."""
         self._counters.errors += 1
-        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if _is_busy(exc):
             # Another process held the write lock past busy_timeout: drop this one call
             # (counted) but keep the tier; contention is not a broken backend.
             log.debug("cache tier sqlite: %s skipped, database busy: %s", op, exc)
@@ -574,3 +601,7 @@ def _seconds(value: object, name: str, *, positive: bool = False) -> float:
         bound = "> 0" if positive else ">= 0"
         raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
     return out
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
