@@ -36,6 +36,10 @@ async def wait_for(cond: Callable[[], bool]) -> None:
         await asyncio.sleep(0)
 
 
+def received_more_than(cache: TieredCache, n: int) -> Callable[[], bool]:
+    return lambda: cache.stats().invalidations_received > n
+
+
 async def cache_delay(prefix: str) -> list[float]:
     url = f"{REDIS_URL}?prefix={prefix}"
     a, b = TieredCache(["memory://", url]), TieredCache(["memory://", url])
@@ -46,6 +50,8 @@ async def cache_delay(prefix: str) -> list[float]:
     out = []
     for i in range(ROUNDS):
         await a.set("k", i)
+        # let B apply A's message first: a read racing it is (rightly) not kept in L1
+        await asyncio.wait_for(wait_for(received_more_than(b, 2 * i)), 2)
         await b.get("k")
         assert "k" in l1
         t0 = time.perf_counter()
