@@ -34,6 +34,7 @@ import zstandard
 
 from hotpath._errors import CodecError, ConfigError
 from hotpath.cache._record import Record
+from hotpath.cache._validate import check_count
 
 __all__ = ["Codec"]
 
@@ -67,12 +68,7 @@ class Codec:
     ) -> None:
         if not isinstance(pickle, bool):
             raise ConfigError(f"pickle must be True or False, got {pickle!r}")
-        if (
-            isinstance(compress_min_bytes, bool)
-            or not isinstance(compress_min_bytes, int)
-            or compress_min_bytes < 1
-        ):
-            raise ConfigError(f"compress_min_bytes must be an int >= 1, got {compress_min_bytes!r}")
+        check_count(compress_min_bytes, "compress_min_bytes")
         if (
             isinstance(compress_level, bool)
             or not isinstance(compress_level, int)
@@ -170,10 +166,6 @@ class Codec:
             log.warning("cache entry %r is unreadable, treating it as a miss: %s", key, exc)
             return None
         return Record(value, None if expires == 0.0 else expires, float(delta), tags)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from hotpath._clock import Clock
+from hotpath._errors import ConfigError
+from hotpath.cache._validate import check_positive
 
 __all__ = ["Health"]
 
@@ -25,8 +27,12 @@ class Health:
     ) -> None:
         self.name = name
         self._clock = clock
-        self.base_backoff = base_backoff
-        self.max_backoff = max_backoff
+        self.base_backoff = check_positive(base_backoff, "base_backoff")
+        self.max_backoff = check_positive(max_backoff, "max_backoff")
+        if self.max_backoff < self.base_backoff:
+            raise ConfigError(
+                f"max_backoff must be >= base_backoff ({base_backoff!r}), got {max_backoff!r}"
+            )
         self._backoff = 0.0
         self._retry_at = 0.0
         self.faults = 0

@@ -41,7 +41,7 @@ from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import Tier, WriteItem
 from hotpath.cache._timerwheel import TimerWheel
 from hotpath.cache._urls import parse_int, parse_query, parse_size
-from hotpath.cache._validate import check_key, check_tags, check_ttl
+from hotpath.cache._validate import check_count, check_key, check_tags, check_ttl
 
 if TYPE_CHECKING:
     from hotpath.cache._codec import Codec
@@ -131,14 +131,8 @@ class MemoryTier(Tier):
         max_bytes: int | None = 256_000_000,
         clock: Clock | None = None,
     ) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigError(f"max_entries must be an int >= 1, got {max_entries!r}")
-        if max_bytes is not None and (
-            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
-        ):
-            raise ConfigError(f"max_bytes must be an int >= 1 or None, got {max_bytes!r}")
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
+        self._max_entries = check_count(max_entries, "max_entries")
+        self._max_bytes = None if max_bytes is None else check_count(max_bytes, "max_bytes")
         self._clock: Clock = clock if clock is not None else SystemClock()
         # SystemClock.now is time.time behind a Python call; skip that frame on reads.
         self._now = time.time if type(self._clock) is SystemClock else self._clock.now

@@ -48,7 +48,7 @@ from hotpath.cache._redis_url import OWN_PARAMS, PASS_PARAMS, SCHEMES, redact, s
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import WriteItem
 from hotpath.cache._urls import parse_query
-from hotpath.cache._validate import check_key, check_ttl
+from hotpath.cache._validate import check_count, check_key, check_positive, check_ttl
 from hotpath.cache._values import AsyncValueTier
 from hotpath.cache._watchdog import Watchdog
 
@@ -123,19 +123,9 @@ class RedisTier(AsyncValueTier):
         self._url = url
         self._shown_url = shown
         self._prefix = prefix
-        self._timeout = _positive("timeout", timeout)
-        self._connect_timeout = _positive("connect_timeout", connect_timeout)
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise ConfigError(f"max_connections must be an int, got {max_connections!r}")
-        if max_connections < 1:
-            raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
-        self._max_connections = max_connections
-        base_backoff = _positive("base_backoff", base_backoff)
-        max_backoff = _positive("max_backoff", max_backoff)
-        if max_backoff < base_backoff:
-            raise ConfigError(
-                f"max_backoff must be >= base_backoff ({base_backoff!r}), got {max_backoff!r}"
-            )
+        self._timeout = check_positive(timeout, "timeout")
+        self._connect_timeout = check_positive(connect_timeout, "connect_timeout")
+        self._max_connections = check_count(max_connections, "max_connections")
         self._deadline = self._timeout + self._connect_timeout
         self._codec = codec or Codec()
         self._clock: Clock = clock or SystemClock()
@@ -719,15 +709,6 @@ class RedisTier(AsyncValueTier):
         sub, self._subscriber = self._subscriber, None
         if sub is not None:
             await sub.stop()
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out) or out <= 0:
-        raise ConfigError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return out
 
 
 def _utf8(text: str, what: str = "tag") -> bytes:

@@ -71,7 +71,7 @@ from hotpath.cache._record import Record
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import WriteItem
 from hotpath.cache._urls import parse_float, parse_int, parse_query, parse_size
-from hotpath.cache._validate import check_key
+from hotpath.cache._validate import check_count, check_key, check_non_negative
 from hotpath.cache._values import AsyncValueTier
 
 __all__ = ["SQLiteTier"]
@@ -138,8 +138,8 @@ class SQLiteTier(AsyncValueTier):
                 f"got {path!r}"
             )
         self.path = Path(text)
-        self.max_entries = _positive_int(max_entries, "max_entries")
-        self.max_bytes = _positive_int(max_bytes, "max_bytes")
+        self.max_entries = check_count(max_entries, "max_entries")
+        self.max_bytes = check_count(max_bytes, "max_bytes")
         if codec is not None and not isinstance(codec, Codec):
             raise ConfigError(
                 f"codec must be a Codec or None, got {type(codec).__name__} {codec!r}"
@@ -148,14 +148,8 @@ class SQLiteTier(AsyncValueTier):
             callable(getattr(clock, "now", None)) and callable(getattr(clock, "monotonic", None))
         ):
             raise ConfigError(f"clock must have now() and monotonic(), got {clock!r}")
-        self.busy_timeout = _seconds(busy_timeout, "busy_timeout")
-        self.purge_interval = _seconds(purge_interval, "purge_interval")
-        base_backoff = _seconds(base_backoff, "base_backoff", positive=True)
-        max_backoff = _seconds(max_backoff, "max_backoff", positive=True)
-        if max_backoff < base_backoff:
-            raise ConfigError(
-                f"max_backoff must be >= base_backoff ({base_backoff!r}), got {max_backoff!r}"
-            )
+        self.busy_timeout = check_non_negative(busy_timeout, "busy_timeout")
+        self.purge_interval = check_non_negative(purge_interval, "purge_interval")
         self._codec = codec if codec is not None else Codec()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._health = Health(
@@ -583,24 +577,6 @@ class SQLiteTier(AsyncValueTier):
         if state is not None and state.inode != db.file_identity(self.path):
             with self._lock:
                 self._gen += 1
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _seconds(value: object, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(
-            f"{name} must be a number of seconds, got {type(value).__name__} {value!r}"
-        )
-    out = float(value)
-    if out != out or out in (float("inf"), float("-inf")) or out < 0 or (positive and out == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return out
 
 
 def _is_busy(exc: BaseException) -> bool:

@@ -37,7 +37,13 @@ from hotpath.cache._refresh import should_refresh
 from hotpath.cache._stats import CacheStats
 from hotpath.cache._tier import Tier
 from hotpath.cache._urls import tier_from_url
-from hotpath.cache._validate import check_key, check_tags, check_ttl
+from hotpath.cache._validate import (
+    check_key,
+    check_non_negative,
+    check_positive,
+    check_tags,
+    check_ttl,
+)
 from hotpath.cache._warming import AccessCounts, warm
 
 __all__ = ["CacheEvent", "TieredCache"]
@@ -114,10 +120,10 @@ class TieredCache:
         self._redis = next((t for t in self._lower if isinstance(t, RedisTier)), None)
         self._default_ttl = check_ttl(default_ttl, "default_ttl")
         self._l1_max_ttl = check_ttl(l1_max_ttl, "l1_max_ttl")
-        self._lock_lease = _positive(lock_lease, "lock_lease")
-        self._lock_wait = _positive(lock_wait, "lock_wait")
-        self._beta = _non_negative(refresh_beta, "refresh_beta")
-        flush_interval = _positive(hits_flush_interval, "hits_flush_interval")
+        self._lock_lease = check_positive(lock_lease, "lock_lease")
+        self._lock_wait = check_positive(lock_wait, "lock_wait")
+        self._beta = check_non_negative(refresh_beta, "refresh_beta")
+        flush_interval = check_positive(hits_flush_interval, "hits_flush_interval")
         self._rand = rand or random.random
         self._hooks: list[Hook] = []
         # single-flight: (event loop, key) -> the task loading it
@@ -689,15 +695,3 @@ class TieredCache:
             invalidations_received=self._coherence.received if self._coherence else 0,
             tiers=tuple(t.stats() for t in self._tiers),
         )
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
