@@ -44,6 +44,8 @@ class Tier(abc.ABC):
         ``only_missing``, removes an older entry). With ``only_missing`` a record is
         stored only where the key holds no live entry: a promotion from a lower
         tier must never overwrite a newer write that reached this tier meanwhile.
+        A value that cannot be encoded raises :class:`~hotpath.CodecError` before
+        anything of the batch is written.
         """
 
     @abc.abstractmethod

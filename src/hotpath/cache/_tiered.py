@@ -355,15 +355,14 @@ class TieredCache:
         if not batch:
             return
         self._subscribe()
-        sizes: list[int | None] = [None] * len(batch)
-        if self._lower:
-            # Encode once up front: an unencodable value fails before any tier is written.
-            sizes = [len(self._codec.encode(rec)) for _, rec in batch]
+        items = [(k, rec, rec.tags) for k, rec in batch]
+        # Lowest tier first. Each tier encodes a whole batch before any I/O, so an
+        # unencodable value raises from the first one, before anything is written.
         for tier in reversed(self._lower):
-            await tier.write_many([(k, rec, rec.tags) for k, rec in batch])
+            await tier.write_many(items)
         if self._l1 is not None:
-            for (k, rec), size in zip(batch, sizes, strict=True):
-                self._l1.set_record(k, self._l1_record(rec), rec.tags, size)
+            for k, rec in batch:
+                self._l1.set_record(k, self._l1_record(rec), rec.tags)
         await self._publish(keys=tuple(k for k, _ in batch))
 
     async def _remove(self, keys: list[str]) -> None:
@@ -450,17 +449,9 @@ class TieredCache:
         refresh: bool,
     ) -> T:
         redis = self._redis
-        token = self._origin + uuid.uuid4().hex[:8]
         if redis is None:
             return await self._run_loader(k, loader, ttl, tags, refresh)
-        if refresh:
-            # One replica refreshes; the others keep serving the current value.
-            got = await redis.try_lock(k, token, self._lock_lease)
-            if got is False:
-                return None  # type: ignore[return-value]
-            if got is None:
-                return await self._run_loader(k, loader, ttl, tags, refresh)
-            return await self._run_leased(redis, k, token, loader, ttl, tags, refresh)
+        token = self._origin + uuid.uuid4().hex[:8]
         deadline = self._clock.monotonic() + self._lock_wait
         while True:
             got = await redis.try_lock(k, token, self._lock_lease)
@@ -468,6 +459,8 @@ class TieredCache:
                 return await self._run_loader(k, loader, ttl, tags, refresh)
             if got:
                 return await self._run_leased(redis, k, token, loader, ttl, tags, refresh)
+            if refresh:  # another replica refreshes; callers keep the current value
+                return None  # type: ignore[return-value]
             # Another replica is loading: wait for it to publish the key.
             self._coalesced += 1
             value = await self._await_other_replica(k, redis, deadline)
@@ -512,12 +505,17 @@ class TieredCache:
         wait = 0.005
         coherence = self._coherence
         while self._clock.monotonic() < deadline:
-            # Woken by the loader's invalidation message; polling is the fallback.
+            # Watch before reading, so a message landing in between still wakes us;
+            # polling (growing to 0.2 s) is the fallback when there is no channel.
             fut = coherence.watch(k) if coherence is not None else None
             try:
                 rec, _ = await self._read_lower(k)
                 if rec is not None:
                     return rec.value
+                if not await redis.is_locked(k):
+                    # The lease is gone: the value landed just before it, or never will.
+                    rec, _ = await self._read_lower(k)
+                    return _MISSING if rec is None else rec.value
                 with contextlib.suppress(TimeoutError):
                     if fut is not None:
                         await asyncio.wait_for(fut, wait)
@@ -526,11 +524,6 @@ class TieredCache:
             finally:
                 if fut is not None and coherence is not None:
                     coherence.unwatch(k, fut)
-            rec, _ = await self._read_lower(k)
-            if rec is not None:
-                return rec.value
-            if not await redis.is_locked(k):
-                return _MISSING
             wait = min(wait * 2, 0.2)
         return _MISSING
 
