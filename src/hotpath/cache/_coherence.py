@@ -82,6 +82,9 @@ class Coherence:
     ) -> None:
         self.origin = uuid.uuid4().hex
         self.received = 0
+        #: Bumped by every message and every reconnect: a read that started at another
+        #: epoch may hold a value L1 has since dropped, and must not be put into L1.
+        self.epoch = 0
         self._redis = redis
         self._l1 = l1
         self._on_keys = on_keys
@@ -137,6 +140,7 @@ class Coherence:
         if msg is None or msg.origin == self.origin:
             return
         self.received += 1
+        self.epoch += 1
         l1 = self._l1
         if l1 is not None:
             if msg.clear:
@@ -154,6 +158,7 @@ class Coherence:
 
     def _on_reset(self) -> None:
         # The subscription dropped and came back: messages may have been missed.
+        self.epoch += 1
         if self._l1 is not None:
             log.warning("cache invalidation channel reconnected; flushing L1 to stay coherent")
             self._l1.clear_sync()

@@ -532,12 +532,7 @@ class MemoryTier(Tier):
             for key in expired:
                 entry = data.get(key)
                 if entry is not None:
-                    # The wheel already forgot the key; drop it from the rest.
-                    del data[key]
-                    self._bytes -= entry[1]
-                    if entry[2]:
-                        self._unindex(key, entry[2])
-                    self._policy.remove(key)
+                    self._drop(key, entry)  # the wheel already forgot it: cancel is a no-op
             self._counters.expirations += len(expired)
 
     def _shed_bytes(self) -> None:

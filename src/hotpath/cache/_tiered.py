@@ -265,13 +265,13 @@ class TieredCache:
         A promotion must not resurrect a value that another process replaced while
         we were reading it: shared tiers only take a record where the key is absent
         (``only_missing``), and L1 takes none if an invalidation arrived since
-        ``epoch`` (the coherence message count when the read started).
+        ``epoch`` (see :attr:`Coherence.epoch`) when the read started.
         """
         if not items:
             return
         for tier in tiers:
             if tier is self._l1:
-                if self._coherence is not None and self._coherence.received != epoch:
+                if self._coherence is not None and self._coherence.epoch != epoch:
                     continue
                 for k, rec in items:
                     self._l1.set_record(k, self._l1_record(rec), rec.tags)
@@ -279,7 +279,7 @@ class TieredCache:
                 await tier.write_many([(k, rec, rec.tags) for k, rec in items], only_missing=True)
 
     def _epoch(self) -> int:
-        return self._coherence.received if self._coherence is not None else 0
+        return self._coherence.epoch if self._coherence is not None else 0
 
     def _l1_record(self, rec: Record) -> Record:
         cap = self._l1_max_ttl
@@ -642,7 +642,7 @@ class TieredCache:
     # -- coherence ----------------------------------------------------------------
 
     def _subscribe(self) -> None:
-        if self._coherence is not None and not self._closed:
+        if self._coherence is not None:
             self._coherence.ensure_subscribed()
 
     async def _publish(
