@@ -28,6 +28,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from time import perf_counter
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
@@ -60,6 +61,9 @@ _MAX_HOT = 100_000  # access counts kept in {prefix}h (the top ones)
 _TRIM_EVERY = 1_000  # counts added between two trims of {prefix}h
 _SCRIPT_BATCH = 1_000  # members per script call (Lua's unpack() has a stack limit)
 _SCAN_COUNT = 1_000
+
+#: The default of a guarded call that faulted (distinct from any Redis answer).
+_FAILED: Any = object()
 
 #: A loop's client, the gate that bounds its concurrent calls to the pool's size, and
 #: the watchdog that holds each call to its deadline.
@@ -246,6 +250,30 @@ class RedisTier(AsyncValueTier):
         self._counters.errors += 1
         self._health.fail(exc, op)
 
+    async def _guarded(self, op: str, call: Callable[[Redis], Any], default: Any) -> Any:
+        """``await call(client)``: one round trip under this loop's deadline and pool gate.
+
+        While the tier is bypassed after a fault, or when this call faults (counted,
+        logged once, tier marked unhealthy), the answer is ``default``: a backend
+        fault never reaches the caller.
+        """
+        if not self._health.ready():
+            return default
+        latency = self._counters.latency
+        t0 = perf_counter()
+        try:
+            client, gate, dog = self._client()
+            with dog:
+                async with gate:
+                    out = await call(client)
+        except Exception as exc:  # noqa: BLE001 - any backend fault answers the default
+            latency.record(perf_counter() - t0)
+            self._fault(exc, op)
+            return default
+        latency.record(perf_counter() - t0)
+        self._health.ok()
+        return out
+
     def _vkey(self, key: str) -> bytes:
         return self._vprefix + _utf8(key, "key")
 
@@ -253,46 +281,16 @@ class RedisTier(AsyncValueTier):
 
     async def read(self, key: str) -> Record | None:
         vkey = self._vkey(key)
-        counters = self._counters
-        if not self._health.ready():
-            counters.misses += 1
-            return None
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    data = await client.get(vkey)
-        except Exception as exc:  # noqa: BLE001 - any backend fault reads as a miss
-            counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "read")
-            counters.misses += 1
-            return None
-        counters.latency.record(perf_counter() - t0)
-        self._health.ok()
-        return self._decode(key, data)
+        data = await self._guarded("read", lambda client: client.get(vkey), _FAILED)
+        return self._decode(key, None if data is _FAILED else data)
 
     async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
         vkeys = [self._vkey(k) for k in keys]
-        counters = self._counters
-        if not self._health.ready():
-            counters.misses += len(keys)
-            return [None] * len(keys)
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    values = await client.mget(vkeys)
-        except Exception as exc:  # noqa: BLE001 - any backend fault reads as a miss
-            counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "read_many")
-            counters.misses += len(keys)
-            return [None] * len(keys)
-        counters.latency.record(perf_counter() - t0)
-        self._health.ok()
+        values = await self._guarded("read_many", lambda client: client.mget(vkeys), None)
+        if values is None:
+            values = [None] * len(keys)
         return [self._decode(k, v) for k, v in zip(keys, values, strict=True)]
 
     def _decode(self, key: str, data: Any) -> Record | None:
@@ -339,73 +337,42 @@ class RedisTier(AsyncValueTier):
                     members, ms = tagged.get(tkey, ([], -1))
                     members.append(member)
                     tagged[tkey] = (members, 0 if px is None or ms == 0 else max(ms, px))
-        if not self._health.ready():
-            return
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    if len(sets) == 1 and not gone and not tagged:
-                        vkey, blob, px = sets[0]
-                        await client.set(vkey, blob, px=px, nx=only_missing)
-                    else:
-                        pipe = client.pipeline(transaction=False)
-                        for vkey, blob, px in sets:
-                            pipe.set(vkey, blob, px=px, nx=only_missing)
-                        if gone:
-                            pipe.unlink(*gone)
-                        for tkey, (members, ms) in tagged.items():
-                            for i in range(0, len(members), _SCRIPT_BATCH):
-                                pipe.eval(TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
-                        await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - a backend fault makes the write a no-op
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "write_many")
-            return
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
-        self._counters.sets += len(sets)
+
+        async def write(client: Redis) -> bool:
+            if len(sets) == 1 and not gone and not tagged:
+                vkey, blob, px = sets[0]
+                await client.set(vkey, blob, px=px, nx=only_missing)
+                return True
+            pipe = client.pipeline(transaction=False)
+            for vkey, blob, px in sets:
+                pipe.set(vkey, blob, px=px, nx=only_missing)
+            if gone:
+                pipe.unlink(*gone)
+            for tkey, (members, ms) in tagged.items():
+                for i in range(0, len(members), _SCRIPT_BATCH):
+                    pipe.eval(TAG_ADD, 1, tkey, ms, *members[i : i + _SCRIPT_BATCH])
+            await pipe.execute()
+            return True
+
+        if await self._guarded("write_many", write, False):
+            self._counters.sets += len(sets)
 
     async def remove_many(self, keys: Sequence[str]) -> None:
         await self._unlink([self._vkey(k) for k in keys])
 
     async def _unlink(self, vkeys: list[bytes]) -> int:
         """UNLINK value keys; how many existed (0 when Redis is unavailable)."""
-        if not vkeys or not self._health.ready():
+        if not vkeys:
             return 0
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    removed = int(await client.unlink(*vkeys))
-        except Exception as exc:  # noqa: BLE001 - a backend fault makes the delete a no-op
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "remove_many")
-            return 0
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
+        removed = int(await self._guarded("remove_many", lambda c: c.unlink(*vkeys), 0))
         self._counters.deletes += removed
         return removed
 
     async def remove_tags(self, tags: Sequence[str]) -> None:
         tkeys = list(dict.fromkeys(self._tprefix + _utf8(t) for t in tags))
-        if not tkeys or not self._health.ready():
-            return
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    removed = await self._remove_tag(client, tkeys)
-        except Exception as exc:  # noqa: BLE001 - a backend fault makes the removal a no-op
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "remove_tags")
-            return
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
-        self._counters.deletes += removed
+        if tkeys:
+            removed = await self._guarded("remove_tags", lambda c: self._remove_tag(c, tkeys), 0)
+            self._counters.deletes += removed
 
     async def _remove_tag(self, client: Redis, tkeys: list[bytes]) -> int:
         """Remove each tag's entries and set, atomically per tag; how many entries went.
@@ -426,106 +393,82 @@ class RedisTier(AsyncValueTier):
 
         Locks are left alone: they belong to loads in flight, not to the data.
         """
-        if not self._health.ready():
-            return
         pattern = _glob_escape(self._prefix).encode("utf-8") + b"*"
         lprefix = self._lprefix
-        t0 = perf_counter()
-        removed = 0
-        keys: list[bytes]
-        try:
-            client, gate, dog = self._client()
-            cursor = 0
-            while True:
-                # Each round trip gets its own deadline: a big keyspace takes many.
-                with dog:
-                    async with gate:
-                        cursor, found = await client.scan(cursor, match=pattern, count=_SCAN_COUNT)
-                keys = cast("list[bytes]", found)
-                doomed = [k for k in keys if not k.startswith(lprefix)]
-                if doomed:
-                    with dog:
-                        async with gate:
-                            removed += int(await client.unlink(*doomed))
-                if cursor == 0:
-                    break
-        except Exception as exc:  # noqa: BLE001 - a backend fault stops the clear
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "clear")
-            return
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
-        self._counters.deletes += removed
+        cursor = 0
+        while True:
+            # One round trip at a time, each with its own deadline: a big keyspace
+            # takes many. A fault stops the clear.
+            page = await self._guarded("clear", partial(_scan, cursor=cursor, match=pattern), None)
+            if page is None:
+                return
+            cursor, found = page
+            doomed = [k for k in cast("list[bytes]", found) if not k.startswith(lprefix)]
+            if doomed:
+                removed = await self._guarded("clear", partial(_unlink, keys=doomed), None)
+                if removed is None:
+                    return
+                self._counters.deletes += int(removed)
+            if cursor == 0:
+                break
         self._hits_since_trim = 0
 
     async def add_hits(self, counts: Mapping[str, int]) -> None:
         members = [(self._vkey(k)[len(self._vprefix) :], n) for k, n in counts.items() if n > 0]
-        if not members or not self._health.ready():
+        if not members:
             return
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    pipe = client.pipeline(transaction=False)
-                    for member, n in members:
-                        pipe.zincrby(self._hkey, n, member)
-                    self._hits_since_trim += len(members)
-                    if self._hits_since_trim >= _TRIM_EVERY:
-                        # Keep only the top _MAX_HOT counts: ranks 0..len-_MAX_HOT-1 go.
-                        pipe.zremrangebyrank(self._hkey, 0, -(_MAX_HOT + 1))
-                        self._hits_since_trim = 0
-                    await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - a backend fault drops the counts
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "add_hits")
-            return
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
+
+        async def add(client: Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for member, n in members:
+                pipe.zincrby(self._hkey, n, member)
+            self._hits_since_trim += len(members)
+            if self._hits_since_trim >= _TRIM_EVERY:
+                # Keep only the top _MAX_HOT counts: ranks 0..len-_MAX_HOT-1 go.
+                pipe.zremrangebyrank(self._hkey, 0, -(_MAX_HOT + 1))
+                self._hits_since_trim = 0
+            await pipe.execute()
+
+        await self._guarded("add_hits", add, None)  # a fault drops the counts
 
     async def hottest(self, n: int) -> list[str]:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
-        if n <= 0 or not self._health.ready():
+        if n <= 0:
             return []
         page = min(max(2 * n, 32), 1_000)
         live: list[str] = []
         dead: list[bytes] = []
-        members: list[bytes]
-        t0 = perf_counter()
-        try:
-            client, gate, dog = self._client()
-            start = 0
-            while len(live) < n:
-                with dog:
-                    async with gate:
-                        ranked = await client.zrevrange(self._hkey, start, start + page - 1)
-                members = cast("list[bytes]", ranked)
-                if not members:
-                    break
-                pipe = client.pipeline(transaction=False)
-                for member in members:
-                    pipe.exists(self._vprefix + member)
-                with dog:
-                    async with gate:
-                        exists = await pipe.execute()
-                for member, found in zip(members, exists, strict=True):
-                    if not found:
-                        dead.append(member)
-                    elif len(live) < n:
-                        live.append(member.decode("utf-8", "replace"))
-                start += page
-            if dead:
-                # Keys whose value is gone take their counts with them.
-                with dog:
-                    async with gate:
-                        await client.zrem(self._hkey, *dead)
-        except Exception as exc:  # noqa: BLE001 - a backend fault answers "nothing is hot"
-            self._counters.latency.record(perf_counter() - t0)
-            self._fault(exc, "hottest")
-            return []
-        self._counters.latency.record(perf_counter() - t0)
-        self._health.ok()
+        start = 0
+
+        async def exist(client: Redis, members: list[bytes]) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for member in members:
+                pipe.exists(self._vprefix + member)
+            return await pipe.execute()
+
+        while len(live) < n:
+            ranked = await self._guarded(
+                "hottest",
+                partial(_ranked, key=self._hkey, start=start, stop=start + page - 1),
+                None,
+            )
+            if ranked is None:
+                return []  # a fault answers "nothing is hot"
+            members = cast("list[bytes]", ranked)
+            if not members:
+                break
+            exists = await self._guarded("hottest", partial(exist, members=members), None)
+            if exists is None:
+                return []
+            for member, found in zip(members, exists, strict=True):
+                if not found:
+                    dead.append(member)
+                elif len(live) < n:
+                    live.append(member.decode("utf-8", "replace"))
+            start += page
+        if dead:  # keys whose value is gone take their counts with them
+            await self._guarded("hottest", lambda c: c.zrem(self._hkey, *dead), None)
         return live
 
     def stats(self) -> TierStats:
@@ -589,18 +532,8 @@ class RedisTier(AsyncValueTier):
             raise InvalidTTLError("lease must be a positive, finite number of seconds, got None")
         px = max(1, math.ceil(seconds * 1000))
         tok = check_key(token, "token")
-        if not self._health.ready():
-            return None
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    taken = await client.set(lkey, tok, nx=True, px=px)
-        except Exception as exc:  # noqa: BLE001 - "unknown" rather than an error
-            self._fault(exc, "try_lock")
-            return None
-        self._health.ok()
-        return bool(taken)
+        taken = await self._guarded("try_lock", lambda c: c.set(lkey, tok, nx=True, px=px), _FAILED)
+        return None if taken is _FAILED else bool(taken)
 
     async def extend_lock(self, name: str, token: str, lease: float) -> bool | None:
         """Renew lock ``name`` for ``lease`` seconds from now if ``token`` still holds it.
@@ -613,69 +546,36 @@ class RedisTier(AsyncValueTier):
         if seconds is None:
             raise InvalidTTLError("lease must be a positive, finite number of seconds, got None")
         tok = check_key(token, "token")
-        if not self._health.ready():
-            return None
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    renewed = await client.eval(
-                        EXTEND, 1, lkey, tok, max(1, math.ceil(seconds * 1000))
-                    )
-        except Exception as exc:  # noqa: BLE001 - "unknown" rather than an error
-            self._fault(exc, "extend_lock")
-            return None
-        self._health.ok()
-        return bool(renewed)
+        px = max(1, math.ceil(seconds * 1000))
+        renewed = await self._guarded(
+            "extend_lock", lambda c: c.eval(EXTEND, 1, lkey, tok, px), _FAILED
+        )
+        return None if renewed is _FAILED else bool(renewed)
 
     async def unlock(self, name: str, token: str) -> None:
         """Release lock ``name`` if ``token`` still holds it (else, or on a fault, do nothing)."""
         lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
         tok = check_key(token, "token")
-        if not self._health.ready():
-            return
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    await client.eval(UNLOCK, 1, lkey, tok)
-        except Exception as exc:  # noqa: BLE001 - the lease will expire on its own
-            self._fault(exc, "unlock")
-            return
-        self._health.ok()
+        # On a fault the lease simply runs out.
+        await self._guarded("unlock", lambda c: c.eval(UNLOCK, 1, lkey, tok), None)
 
     async def is_locked(self, name: str) -> bool | None:
         """Whether lock ``name`` is held; None if Redis is unavailable."""
         lkey = self._lprefix + _utf8(check_key(name, "name"), "name")
-        if not self._health.ready():
-            return None
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    held = await client.exists(lkey)
-        except Exception as exc:  # noqa: BLE001
-            self._fault(exc, "is_locked")
-            return None
-        self._health.ok()
-        return bool(held)
+        held = await self._guarded("is_locked", lambda c: c.exists(lkey), _FAILED)
+        return None if held is _FAILED else bool(held)
 
     async def publish(self, payload: bytes) -> bool:
         """Send ``payload`` to every subscriber; False if Redis is unavailable."""
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise CodecError(f"payload must be bytes, got {type(payload).__name__} {payload!r}")
-        if not self._health.ready():
-            return False
-        try:
-            client, gate, dog = self._client()
-            with dog:
-                async with gate:
-                    await client.publish(self._channel, bytes(payload))
-        except Exception as exc:  # noqa: BLE001
-            self._fault(exc, "publish")
-            return False
-        self._health.ok()
-        return True
+        data = bytes(payload)
+
+        async def publish(client: Redis) -> bool:
+            await client.publish(self._channel, data)
+            return True
+
+        return bool(await self._guarded("publish", publish, False))
 
     def subscribe(self, on_message: Callable[[bytes], None], on_reset: Callable[[], None]) -> None:
         """Listen to the events channel in a background task of the running loop.
@@ -721,3 +621,16 @@ def _utf8(text: str, what: str = "tag") -> bytes:
 def _glob_escape(text: str) -> str:
     """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+# Single round trips with their arguments bound (functools.partial), for loops.
+async def _scan(client: Redis, *, cursor: int, match: bytes) -> Any:
+    return await client.scan(cursor, match=match, count=_SCAN_COUNT)
+
+
+async def _unlink(client: Redis, *, keys: list[bytes]) -> Any:
+    return await client.unlink(*keys)
+
+
+async def _ranked(client: Redis, *, key: bytes, start: int, stop: int) -> Any:
+    return await client.zrevrange(key, start, stop)
