@@ -40,7 +40,7 @@ from hotpath.cache._record import Record
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import Tier, WriteItem
 from hotpath.cache._timerwheel import TimerWheel
-from hotpath.cache._urls import parse_int, parse_query, parse_size
+from hotpath.cache._urls import parse_int, parse_options, parse_size
 from hotpath.cache._validate import check_count, check_key, check_tags, check_ttl
 
 if TYPE_CHECKING:
@@ -119,6 +119,10 @@ def _estimate(obj: object, budget: list[int]) -> int:
     return 64
 
 
+def _max_bytes(text: str, name: str) -> int | None:
+    return None if text.strip().lower() == "none" else parse_size(text, name)
+
+
 class MemoryTier(Tier):
     """A bounded in-memory tier (L1). See the module docstring for the contract."""
 
@@ -163,15 +167,8 @@ class MemoryTier(Tier):
                 f"a memory tier URL takes no host or path, got "
                 f"{parts.netloc + parts.path!r} in {url!r}"
             )
-        query = parse_query(url, {"max_entries", "max_bytes"})
-        max_entries = 100_000
-        max_bytes: int | None = 256_000_000
-        if "max_entries" in query:
-            max_entries = parse_int(query["max_entries"], "max_entries")
-        if "max_bytes" in query:
-            raw = query["max_bytes"]
-            max_bytes = None if raw.strip().lower() == "none" else parse_size(raw, "max_bytes")
-        return cls(max_entries=max_entries, max_bytes=max_bytes, clock=clock)
+        kwargs = parse_options(url, {"max_entries": parse_int, "max_bytes": _max_bytes})
+        return cls(clock=clock, **kwargs)
 
     def __repr__(self) -> str:
         return (

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from hotpath.cache._urls import parse_float, parse_int, parse_query
+from hotpath.cache._urls import parse_float, parse_int, parse_options
 
 __all__ = ["OWN_PARAMS", "PASS_PARAMS", "SCHEMES", "redact", "split_url"]
 
 SCHEMES = frozenset({"redis", "rediss", "unix"})
 # Query parameters hotpath reads itself (stripped before redis-py sees the URL) ...
-OWN_PARAMS = frozenset({"prefix", "timeout", "connect_timeout", "max_connections"})
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "prefix": lambda text, _name: text,
+    "timeout": parse_float,
+    "connect_timeout": parse_float,
+    "max_connections": parse_int,
+}
+OWN_PARAMS = frozenset(_PARSERS)
 # ... and the connection parameters handed on to redis-py untouched.
 PASS_PARAMS = frozenset(
     {
@@ -28,17 +35,7 @@ PASS_PARAMS = frozenset(
 
 def split_url(url: str) -> tuple[str, dict[str, Any]]:
     """``(connection URL for redis-py, RedisTier keyword arguments)`` from a tier URL."""
-    shown = redact(url)
-    params = parse_query(shown, {*PASS_PARAMS, *OWN_PARAMS})
-    kwargs: dict[str, Any] = {}
-    if "prefix" in params:
-        kwargs["prefix"] = params["prefix"]
-    if "timeout" in params:
-        kwargs["timeout"] = parse_float(params["timeout"], "timeout")
-    if "connect_timeout" in params:
-        kwargs["connect_timeout"] = parse_float(params["connect_timeout"], "connect_timeout")
-    if "max_connections" in params:
-        kwargs["max_connections"] = parse_int(params["max_connections"], "max_connections")
+    kwargs = parse_options(redact(url), _PARSERS, passed_on=PASS_PARAMS)
     # Rebuilt by hand: urlunsplit() would turn unix:///path into unix:/path.
     base, _, query = url.partition("?")
     rest = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k in PASS_PARAMS]

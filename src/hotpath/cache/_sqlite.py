@@ -59,7 +59,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from hotpath._clock import Clock, SystemClock
@@ -70,7 +70,7 @@ from hotpath.cache._health import Health
 from hotpath.cache._record import Record
 from hotpath.cache._stats import TierCounters, TierStats
 from hotpath.cache._tier import WriteItem
-from hotpath.cache._urls import parse_float, parse_int, parse_query, parse_size
+from hotpath.cache._urls import parse_float, parse_int, parse_options, parse_size
 from hotpath.cache._validate import check_count, check_key, check_non_negative
 from hotpath.cache._values import AsyncValueTier
 
@@ -188,16 +188,15 @@ class SQLiteTier(AsyncValueTier):
         if not parts.path.startswith("/") or len(parts.path) < 2:
             raise ConfigError(f"sqlite URL names no file (sqlite:///path/to/cache.db), got {url!r}")
         path = unquote(parts.path[1:])
-        params = parse_query(url, {"max_entries", "max_bytes", "busy_timeout", "purge_interval"})
-        kwargs: dict[str, Any] = {}
-        if "max_entries" in params:
-            kwargs["max_entries"] = parse_int(params["max_entries"], "max_entries")
-        if "max_bytes" in params:
-            kwargs["max_bytes"] = parse_size(params["max_bytes"], "max_bytes")
-        if "busy_timeout" in params:
-            kwargs["busy_timeout"] = parse_float(params["busy_timeout"], "busy_timeout")
-        if "purge_interval" in params:
-            kwargs["purge_interval"] = parse_float(params["purge_interval"], "purge_interval")
+        kwargs = parse_options(
+            url,
+            {
+                "max_entries": parse_int,
+                "max_bytes": parse_size,
+                "busy_timeout": parse_float,
+                "purge_interval": parse_float,
+            },
+        )
         return cls(path, clock=clock, codec=codec, **kwargs)
 
     def __repr__(self) -> str:

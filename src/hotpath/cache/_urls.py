@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from hotpath._errors import ConfigError
@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from hotpath.cache._codec import Codec
     from hotpath.cache._tier import Tier
 
-__all__ = ["parse_bool", "parse_float", "parse_int", "parse_query", "parse_size", "tier_from_url"]
+__all__ = [
+    "parse_bool",
+    "parse_float",
+    "parse_int",
+    "parse_options",
+    "parse_query",
+    "parse_size",
+    "tier_from_url",
+]
 
 # scheme -> (module, class). Imported lazily so that a URL names only what it uses.
 _BACKENDS: Mapping[str, tuple[str, str]] = {
@@ -48,6 +56,16 @@ def tier_from_url(url: str, *, clock: Clock | None = None, codec: Codec | None =
     cls = getattr(importlib.import_module(module_name), class_name)
     tier: Tier = cls.from_url(url, clock=clock, codec=codec)
     return tier
+
+
+def parse_options(
+    url: str, parsers: Mapping[str, Callable[[str, str], Any]], *, passed_on: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Keyword arguments from ``url``'s query: each parameter named in ``parsers`` is
+    parsed by ``parsers[name](text, name)``. ``passed_on`` names parameters allowed
+    but left for someone else (redis-py's own, say). Anything else is a ConfigError."""
+    params = parse_query(url, {*parsers, *passed_on})
+    return {name: parsers[name](text, name) for name, text in params.items() if name in parsers}
 
 
 def parse_query(url: str, allowed: set[str]) -> dict[str, str]:
