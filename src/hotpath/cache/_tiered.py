@@ -68,6 +68,18 @@ class CacheEvent:
 Hook = Callable[[CacheEvent], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """One load of ``key``: what to run, how to store it, and whether it is an early
+    refresh (which nobody waits for) rather than a miss."""
+
+    key: str
+    loader: Callable[[], Awaitable[Any]]
+    ttl: float | None
+    tags: tuple[str, ...]
+    refresh: bool = False
+
+
 class TieredCache:
     """A cache over ordered tiers, fastest first.
 
@@ -407,12 +419,12 @@ class TieredCache:
         rec = await self._lookup(k)
         if rec is not None:
             if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
-                self._refresh_in_background(k, loader, ttl_s, tag_tuple)
+                self._refresh_in_background(_Load(k, loader, ttl_s, tag_tuple, refresh=True))
             return rec.value  # type: ignore[return-value]
         loop = asyncio.get_running_loop()
         task = self._flights.get((loop, k))
         if task is None:
-            task = loop.create_task(self._load(k, loader, ttl_s, tag_tuple, False))
+            task = loop.create_task(self._load(_Load(k, loader, ttl_s, tag_tuple)))
             self._flights[(loop, k)] = task
             task.add_done_callback(lambda t: self._flight_done(loop, k, t))
         else:
@@ -428,69 +440,52 @@ class TieredCache:
         if not task.cancelled():
             task.exception()  # mark retrieved: callers that awaited it got it already
 
-    def _refresh_in_background(
-        self, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, tags: tuple[str, ...]
-    ) -> None:
+    def _refresh_in_background(self, job: _Load) -> None:
         loop = asyncio.get_running_loop()
+        k = job.key
         if (loop, k) in self._flights:
             return
-        task = loop.create_task(self._load(k, loader, ttl, tags, True))
+        task = loop.create_task(self._load(job))
         self._flights[(loop, k)] = task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda t: self._flight_done(loop, k, t))
 
-    async def _load(
-        self,
-        k: str,
-        loader: Callable[[], Awaitable[T]],
-        ttl: float | None,
-        tags: tuple[str, ...],
-        refresh: bool,
-    ) -> T:
+    async def _load(self, job: _Load) -> Any:
         redis = self._redis
         if redis is None:
-            return await self._run_loader(k, loader, ttl, tags, refresh)
+            return await self._run_loader(job)
         token = self._origin + uuid.uuid4().hex[:8]
         deadline = self._clock.monotonic() + self._lock_wait
         while True:
-            got = await redis.try_lock(k, token, self._lock_lease)
+            got = await redis.try_lock(job.key, token, self._lock_lease)
             if got is None:  # Redis unavailable: load locally
-                return await self._run_loader(k, loader, ttl, tags, refresh)
+                return await self._run_loader(job)
             if got:
-                return await self._run_leased(redis, k, token, loader, ttl, tags, refresh)
-            if refresh:  # another replica refreshes; callers keep the current value
-                return None  # type: ignore[return-value]
+                return await self._run_leased(redis, token, job)
+            if job.refresh:  # another replica refreshes; callers keep the current value
+                return None
             # Another replica is loading: wait for it to publish the key.
             self._coalesced += 1
-            value = await self._await_other_replica(k, redis, deadline)
+            value = await self._await_other_replica(job.key, redis, deadline)
             if value is not _MISSING:
-                return value  # type: ignore[no-any-return]
+                return value
             if self._clock.monotonic() >= deadline:
-                log.warning("gave up waiting for another replica to load %r; loading here", k)
-                return await self._run_loader(k, loader, ttl, tags, refresh)
+                log.warning("gave up waiting for another replica to load %r; loading here", job.key)
+                return await self._run_loader(job)
 
-    async def _run_leased(
-        self,
-        redis: RedisTier,
-        k: str,
-        token: str,
-        loader: Callable[[], Awaitable[T]],
-        ttl: float | None,
-        tags: tuple[str, ...],
-        refresh: bool,
-    ) -> T:
-        """Run the loader while holding the replicas' lease on ``k``, renewing it every
+    async def _run_leased(self, redis: RedisTier, token: str, job: _Load) -> Any:
+        """Run the loader while holding the replicas' lease on the key, renewing it every
         third of ``lock_lease`` so that a slow load (an LLM call of a minute) keeps the
         other replicas waiting instead of loading too."""
-        renew = asyncio.get_running_loop().create_task(self._renew_lease(redis, k, token))
+        renew = asyncio.get_running_loop().create_task(self._renew_lease(redis, job.key, token))
         try:
-            return await self._run_loader(k, loader, ttl, tags, refresh)
+            return await self._run_loader(job)
         finally:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
-            await redis.unlock(k, token)
+            await redis.unlock(job.key, token)
 
     async def _renew_lease(self, redis: RedisTier, k: str, token: str) -> None:
         while True:
@@ -540,38 +535,32 @@ class TieredCache:
             above.append(tier)
         return None, ""
 
-    async def _run_loader(
-        self,
-        k: str,
-        loader: Callable[[], Awaitable[T]],
-        ttl: float | None,
-        tags: tuple[str, ...],
-        refresh: bool,
-    ) -> T:
+    async def _run_loader(self, job: _Load) -> Any:
+        k = job.key
         started = self._clock.monotonic()
         try:
-            awaitable = loader()
+            awaitable = job.loader()
             if not inspect.isawaitable(awaitable):
                 raise CacheError(
                     f"loader for key {k!r} must return an awaitable, got {type(awaitable).__name__}"
                 )
-            value: T = await awaitable
+            value = await awaitable
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._load_errors += 1
                 if self._hooks:
                     self._emit(CacheEvent("load_error", k))
-                if refresh:
+                if job.refresh:
                     log.warning("early refresh of %r failed: %s", k, exc)
             raise
         delta = self._clock.monotonic() - started
-        await self._store([(k, Record(value, self._expiry(ttl), delta, tags))])
-        if refresh:
+        await self._store([(k, Record(value, self._expiry(job.ttl), delta, job.tags))])
+        if job.refresh:
             self._refreshes += 1
         else:
             self._loads += 1
         if self._hooks:
-            self._emit(CacheEvent("refresh" if refresh else "load", k, seconds=delta))
+            self._emit(CacheEvent("refresh" if job.refresh else "load", k, seconds=delta))
         return value
 
     # -- sync bridge (used by @cached on plain functions) -----------------------
@@ -600,17 +589,14 @@ class TieredCache:
                 self._hits += 1
                 self._counts.count(k)
                 if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
-                    self._portal.call(
-                        self._start_refresh(k, load, check_ttl(ttl), check_tags(tags))
-                    )
+                    job = _Load(k, load, check_ttl(ttl), check_tags(tags), refresh=True)
+                    self._portal.call(self._start_refresh(job))
                 return rec.value  # type: ignore[return-value]
 
         return self._portal.call(self.get_or_load(k, load, ttl, tags))
 
-    async def _start_refresh(
-        self, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, tags: tuple[str, ...]
-    ) -> None:
-        self._refresh_in_background(k, loader, ttl, tags)
+    async def _start_refresh(self, job: _Load) -> None:
+        self._refresh_in_background(job)
 
     def delete_sync(self, key: str | bytes) -> None:
         """``delete`` for synchronous code (runs on the cache's private loop thread)."""
