@@ -4,11 +4,16 @@ Every error hotpath raises on purpose derives from :class:`HotpathError`::
 
     HotpathError
     ├── ConfigError              a bad option, URL or setting (names the key and value)
-    └── CacheError               anything the cache refuses
-        ├── InvalidKeyError      a key that is not str / bytes (or not UTF-8 bytes)
-        ├── InvalidTTLError      a TTL that is negative, zero, NaN or infinite
-        ├── CodecError           a value the codec cannot encode
-        └── KeyBuildError        @cached could not build a stable key from the arguments
+    ├── CacheError               anything the cache refuses
+    │   ├── InvalidKeyError      a key that is not str / bytes (or not UTF-8 bytes)
+    │   ├── InvalidTTLError      a TTL that is negative, zero, NaN or infinite
+    │   ├── CodecError           a value the codec cannot encode
+    │   └── KeyBuildError        @cached could not build a stable key from the arguments
+    └── UpstreamError            an LLM provider call failed
+        ├── UpstreamStatusError  the provider answered with an error status
+        ├── UpstreamUnavailableError  the provider could not be reached (connect failed)
+        ├── UpstreamTimeoutError      no answer (or no next chunk) within the timeout
+        └── UpstreamStreamCutError    a streamed answer ended before it was complete
 
 Faults of a cache tier's backend (Redis down, a corrupt SQLite file) are *not*
 raised to callers of the cache: the tier is marked unhealthy, the fault is
@@ -25,6 +30,11 @@ __all__ = [
     "InvalidKeyError",
     "InvalidTTLError",
     "KeyBuildError",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamStreamCutError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
 ]
 
 
@@ -54,3 +64,42 @@ class CodecError(CacheError, TypeError):
 
 class KeyBuildError(CacheError, TypeError):
     """``@cached`` cannot build a stable key from a call's arguments."""
+
+
+class UpstreamError(HotpathError):
+    """A call to an LLM provider failed. ``upstream`` names the configured upstream."""
+
+    def __init__(self, message: str, *, upstream: str = "") -> None:
+        super().__init__(message)
+        self.upstream = upstream
+
+
+class UpstreamStatusError(UpstreamError):
+    """The provider answered ``status`` (400 or above). ``body`` is its error body,
+    already in OpenAI's shape; ``retry_after`` is its Retry-After, in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: bytes,
+        retry_after: float | None = None,
+        upstream: str = "",
+    ) -> None:
+        super().__init__(message, upstream=upstream)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """The provider could not be reached: connection refused, DNS, TLS or reset."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The provider did not answer, or send the next chunk, within the timeout."""
+
+
+class UpstreamStreamCutError(UpstreamError):
+    """A streamed answer ended (connection closed) before its final event."""

@@ -209,8 +209,8 @@ class TieredCache:
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """The cached value of ``key``, or ``default``."""
         k = key if type(key) is str else check_key(key)
-        rec = await self._lookup(k)
-        return default if rec is None else rec.value
+        found = await self.lookup(k)
+        return default if found is None else found[0].value
 
     async def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> list[Any]:
         """Values for ``keys`` in order (``default`` for misses), batched per tier."""
@@ -248,7 +248,10 @@ class TieredCache:
             self._miss(k)
         return [found[k].value if k in found else default for k in ks]
 
-    async def _lookup(self, k: str) -> Record | None:
+    async def lookup(self, key: str | bytes) -> tuple[Record, str] | None:
+        """The record of ``key`` and the name of the tier that held it (``memory``,
+        ``redis``, ``sqlite``), or ``None`` on a miss. Counts as a ``get``."""
+        k = key if type(key) is str else check_key(key)
         l1 = self._l1
         if l1 is not None:
             rec = l1.get_record(k)
@@ -257,7 +260,7 @@ class TieredCache:
                 self._counts.count(k)
                 if self._hooks:
                     self._emit(CacheEvent("hit", k, "memory"))
-                return rec
+                return rec, "memory"
         if not self._lower:
             self._miss(k)
             return None
@@ -265,9 +268,9 @@ class TieredCache:
         rec, tier_name = await self._read_lower(k)
         if rec is None:
             self._miss(k)
-        else:
-            self._hit(k, tier_name)
-        return rec
+            return None
+        self._hit(k, tier_name)
+        return rec, tier_name
 
     async def _promote(
         self, items: list[tuple[str, Record]], tiers: list[Tier], epoch: int
@@ -416,8 +419,9 @@ class TieredCache:
         tag_tuple: tuple[str, ...],
     ) -> T:
         """``get_or_load`` with its arguments already checked (``@cached`` checks once)."""
-        rec = await self._lookup(k)
-        if rec is not None:
+        found = await self.lookup(k)
+        if found is not None:
+            rec = found[0]
             if self._beta and should_refresh(rec, self._clock.now(), self._beta, self._rand):
                 self._refresh_in_background(_Load(k, loader, ttl_s, tag_tuple, refresh=True))
             return rec.value  # type: ignore[return-value]
