@@ -1,0 +1,1 @@
+"""Upstream LLM providers: OpenAI-compatible, Anthropic, and the mock upstream."""
