@@ -3,6 +3,8 @@
 The public API is re-exported here; implementation lives in private modules.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hotpath._clock import Clock, ManualClock, SystemClock
 from hotpath._errors import (
     CacheError,
@@ -12,6 +14,11 @@ from hotpath._errors import (
     InvalidKeyError,
     InvalidTTLError,
     KeyBuildError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamStreamCutError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
 )
 from hotpath.cache import (
     CachedFunction,
@@ -31,9 +38,44 @@ from hotpath.cache import (
     tier_from_url,
 )
 
+if TYPE_CHECKING:
+    from hotpath.gateway import (
+        CacheConfig,
+        Gateway,
+        GatewayConfig,
+        GatewayKey,
+        ModelRoute,
+        UpstreamConfig,
+        load_config,
+    )
+
 __version__ = "0.1.0"
 
+# The gateway pulls in its HTTP stack; a library user who only caches should not
+# pay for that import, so its names load on first use.
+_GATEWAY = frozenset(
+    {
+        "CacheConfig",
+        "Gateway",
+        "GatewayConfig",
+        "GatewayKey",
+        "ModelRoute",
+        "UpstreamConfig",
+        "load_config",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GATEWAY:
+        import hotpath.gateway
+
+        return getattr(hotpath.gateway, name)
+    raise AttributeError(f"module 'hotpath' has no attribute {name!r}")
+
+
 __all__ = [
+    "CacheConfig",
     "CacheError",
     "CacheEvent",
     "CacheStats",
@@ -42,6 +84,9 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayKey",
     "HotpathError",
     "InvalidKeyError",
     "InvalidTTLError",
@@ -49,6 +94,7 @@ __all__ = [
     "LatencyStats",
     "ManualClock",
     "MemoryTier",
+    "ModelRoute",
     "Record",
     "RedisTier",
     "SQLiteTier",
@@ -56,7 +102,14 @@ __all__ = [
     "Tier",
     "TierStats",
     "TieredCache",
+    "UpstreamConfig",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamStreamCutError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
     "cached",
     "fingerprint",
+    "load_config",
     "tier_from_url",
 ]

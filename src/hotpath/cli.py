@@ -32,38 +32,112 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotpath", description="Make LLM agents fast and cheap.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run an agent workload with and without the cache")
-    demo.add_argument(
-        "--calls", type=_positive_int, default=2000, help="agent calls (default 2000)"
+    demo = sub.add_parser(
+        "demo",
+        help="replay an agent workload straight to a mock LLM, then through the gateway",
+        description="Replay an agent workload straight to a mock upstream, then through the "
+        "gateway (memory + SQLite cache), and compare. No Redis, no API key.",
     )
-    demo.add_argument("--concurrency", type=_positive_int, default=32, help="concurrent agents")
-    demo.add_argument("--prompts", type=_positive_int, default=2000, help="distinct prompts")
-    demo.add_argument("--zipf", type=_positive_float, default=1.1, help="Zipf exponent of prompts")
-    demo.add_argument(
-        "--latency-ms", type=_positive_float, default=150.0, help="simulated LLM latency"
-    )
-    demo.add_argument("--l1-entries", type=_positive_int, default=200, help="memory tier size")
-    demo.add_argument("--seed", type=int, default=42)
+    for flag, kind, text in (
+        ("--calls", _positive_int, "agent calls per pass (default 1500)"),
+        ("--sessions", _positive_int, "concurrent agents (default 32)"),
+        ("--prompts", _positive_int, "distinct prompts (default 1000)"),
+        ("--zipf", _positive_float, "Zipf exponent of the prompts (default 1.1)"),
+        ("--stream-share", float, "share of streamed calls, 0..1 (default 0.33)"),
+        ("--ttft-ms", _positive_float, "upstream time to first token (default 300)"),
+        ("--tokens-per-second", _positive_float, "upstream token rate (default 200)"),
+        ("--completion-tokens", _positive_int, "upstream answer length (default 32)"),
+        ("--think-ms", float, "mean pause between an agent's calls (default 10)"),
+        ("--memory-entries", _positive_int, "gateway memory tier size (default 64)"),
+        ("--seed", int, "seed of the workload (default 42)"),
+    ):
+        demo.add_argument(flag, type=kind, metavar="X", help=text)
+    _add_serve(sub)
+    hash_key = sub.add_parser("hash-key", help="print the sha256 of a gateway key, for the config")
+    hash_key.add_argument("key", help="the key clients will send as 'Authorization: Bearer KEY'")
+    from hotpath.providers.mock._cli import add_parser as add_mock_parser
+
+    add_mock_parser(sub)
     return parser
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible gateway",
+        description="Run the gateway. Flags override HOTPATH_* variables, which override "
+        "the config file.",
+    )
+    serve.add_argument("--config", help="TOML config file (default: $HOTPATH_CONFIG)")
+    serve.add_argument("--upstream", help="base URL of an OpenAI-compatible upstream (.../v1)")
+    serve.add_argument(
+        "--upstream-kind", choices=("openai", "anthropic"), help="API the upstream speaks"
+    )
+    serve.add_argument(
+        "--upstream-api-key-env", help="environment variable holding the upstream's API key"
+    )
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080)")
+    serve.add_argument("--workers", type=_positive_int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--cache-tiers",
+        help="comma-separated tier URLs, fastest first "
+        "(default memory://?max_entries=50000,sqlite:///.hotpath/cache.db)",
+    )
+    serve.add_argument("--cache-ttl", type=_positive_float, help="seconds an answer is kept")
+    serve.add_argument("--no-cache", action="store_true", help="turn the cache off")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hotpath._errors import ConfigError
+    from hotpath.gateway._serve import serve
+
+    overrides = {
+        "upstream.base_url": args.upstream,
+        "upstream.kind": args.upstream_kind,
+        "upstream.api_key_env": args.upstream_api_key_env,
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.workers": args.workers,
+        "cache.ttl": args.cache_ttl,
+        "cache.enabled": False if args.no_cache else None,
+        "cache.tiers": (
+            [t.strip() for t in args.cache_tiers.split(",") if t.strip()]
+            if args.cache_tiers
+            else None
+        ),
+    }
+    try:
+        return serve(args.config, overrides)
+    except ConfigError as exc:
+        print(f"hotpath serve: bad configuration: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from hotpath._demo import DemoConfig
-        from hotpath._demo import main as demo_main
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "hash-key":
+        from hotpath.gateway._config import hash_key
 
-        demo_main(
-            DemoConfig(
-                calls=args.calls,
-                concurrency=args.concurrency,
-                prompts=args.prompts,
-                zipf_s=args.zipf,
-                latency=args.latency_ms / 1000,
-                l1_entries=args.l1_entries,
-                seed=args.seed,
-            )
-        )
+        print(hash_key(args.key))
+        return 0
+    if args.command == "mock-upstream":
+        from hotpath.providers.mock._cli import run
+
+        return run(args)
+    if args.command == "demo":
+        from hotpath._demo import config_from_flags
+        from hotpath._demo import main as demo_main
+        from hotpath._errors import ConfigError
+
+        try:
+            config = config_from_flags({k: v for k, v in vars(args).items() if k != "command"})
+        except ConfigError as exc:
+            print(f"hotpath demo: {exc}", file=sys.stderr)
+            return 2
+        return demo_main(config)
     return 0
 
 

@@ -1,0 +1,321 @@
+"""``POST /v1/chat/completions``: cache lookup, single-flight, upstream call, replay.
+
+A request is answered, in order of preference, from the exact cache (replayed in
+either form, streamed or whole), by joining an identical request already in
+flight (its chunks relayed live), or by a new upstream call that later identical
+requests can join. Only complete, successful, unfiltered answers are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from functools import partial
+from typing import Any
+
+import orjson
+
+from hotpath.gateway._answers import Answer, is_usage_chunk
+from hotpath.gateway._api_errors import ApiError
+from hotpath.gateway._asgi import Request, read_body, send_bytes, send_error, watch_disconnect
+from hotpath.gateway._cache_key import chat_key, is_sampled
+from hotpath.gateway._controls import CacheControls, parse_controls
+from hotpath.gateway._flight import Flight, FlightFailedError
+from hotpath.gateway._state import Route, State, upstream_api_error
+from hotpath.gateway._validate import check_chat, parse_json
+
+__all__ = ["chat_completions"]
+
+log = logging.getLogger("hotpath.gateway")
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_DONE = b"data: [DONE]\n\n"
+_ROUTE = "chat"
+
+
+class _Call:
+    """One request's view: what it asked for and how it is answered."""
+
+    __slots__ = (
+        "body",
+        "controls",
+        "headers",
+        "include_usage",
+        "key",
+        "route",
+        "started",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        route: Route,
+        controls: CacheControls,
+        key: str | None,
+        headers: dict[str, str] | None,
+    ) -> None:
+        self.body = body
+        self.headers = headers
+        self.route = route
+        self.controls = controls
+        self.key = key
+        self.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.started = time.perf_counter()
+
+
+async def chat_completions(state: State, request: Request) -> None:
+    raw = await read_body(request, state.config.max_body_bytes)
+    tenant = state.authenticate(request)
+    body = parse_json(raw, orjson.loads)
+    model = check_chat(body)
+    route = state.resolve(model)
+    controls = parse_controls(request)
+    cache = state.cache
+    settings = state.config.cache
+    key = None
+    wanted = controls.store or controls.lookup
+    if cache is not None and wanted and (settings.cache_sampled or not is_sampled(body)):
+        key = chat_key(
+            body,
+            deployment=route.identity,
+            tenant=state.cache_namespace(tenant),
+            namespace=controls.namespace,
+            prefix=settings.namespace,
+        )
+    call = _Call(body, route, controls, key, route.forwarded(request.headers))
+    metrics = state.metrics
+    if key is not None and controls.lookup:
+        assert cache is not None
+        found = await cache.lookup(key)
+        if found is not None:
+            answer = Answer.from_value(found[0].value)
+            if answer is not None:
+                age = max(0.0, state.clock.now() - answer.stored_at)
+                if controls.max_age is None or age <= controls.max_age:
+                    await _send_hit(state, request, call, answer, found[1], age)
+                    return
+        metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
+        outcome = b"miss"
+    else:
+        metrics.child(metrics.cache, _ROUTE, "bypass", "").inc()
+        outcome = b"bypass"
+    await _answer_miss(state, request, call, outcome)
+
+
+def _cache_headers(call: _Call, outcome: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-hotpath-cache", outcome)]
+    if call.key is not None:
+        headers.append((b"x-hotpath-cache-key", call.key.encode()))
+    return headers
+
+
+async def _send_hit(
+    state: State, request: Request, call: _Call, answer: Answer, tier: str, age: float
+) -> None:
+    metrics = state.metrics
+    metrics.child(metrics.cache, _ROUTE, "hit", tier).inc()
+    headers = _cache_headers(call, b"hit")
+    headers.append((b"x-hotpath-cache-tier", tier.encode()))
+    headers.append((b"age", str(int(age)).encode()))
+    if call.stream:
+        payloads = answer.sse_payloads(call.include_usage)
+        data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
+        await request.send(
+            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
+        )
+        await request.send({"type": "http.response.body", "body": data})
+        metrics.child(metrics.ttft, "hit").observe(time.perf_counter() - call.started)
+    else:
+        await send_bytes(request.send, 200, answer.completion(), headers)
+    metrics.child(metrics.latency, _ROUTE, "hit").observe(time.perf_counter() - call.started)
+
+
+async def _answer_miss(state: State, request: Request, call: _Call, outcome: bytes) -> None:
+    flights = state.flights
+    flight = flights.join(call.key) if call.key is not None else None
+    headers = _cache_headers(call, outcome)
+    if flight is not None:
+        state.metrics.child(state.metrics.coalesced, _ROUTE).inc()
+        headers.append((b"x-hotpath-coalesced", b"true"))
+    else:
+        shared = state.shared
+        if shared is not None and call.key is not None:
+            run = partial(shared.run, call=partial(_run, state, call))
+        else:
+            run = partial(_run, state, call)
+        flight = flights.start(call.key, call.stream, run, shared=call.key is not None)
+    watcher = watch_disconnect(request)
+    try:
+        if call.stream and flight.stream:
+            await _relay_stream(state, request, call, flight, headers)
+        else:
+            await _send_whole(state, request, call, flight, headers)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not watcher.done() or task is None:
+            raise
+        task.uncancel()  # the client left: nothing more to send
+    finally:
+        watcher.cancel()
+        flights.leave(flight)
+
+
+async def _send_whole(
+    state: State, request: Request, call: _Call, flight: Flight, headers: list[tuple[bytes, bytes]]
+) -> None:
+    try:
+        answer = await flight.result()
+    except FlightFailedError as failed:
+        await send_error(request.send, upstream_api_error(failed.error), headers)
+        return
+    if call.stream:
+        payloads = answer.sse_payloads(call.include_usage)
+        data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
+        await request.send(
+            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
+        )
+        await request.send({"type": "http.response.body", "body": data})
+    else:
+        await send_bytes(request.send, 200, answer.completion(), headers)
+    state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
+        time.perf_counter() - call.started
+    )
+
+
+async def _relay_stream(
+    state: State, request: Request, call: _Call, flight: Flight, headers: list[tuple[bytes, bytes]]
+) -> None:
+    send = request.send
+    started = False
+    include_usage = call.include_usage
+    try:
+        async for payload, usage in flight.payloads():
+            if usage and not include_usage:
+                continue
+            if not started:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [*_SSE_HEADERS, *headers],
+                    }
+                )
+                started = True
+                state.metrics.child(state.metrics.ttft, "miss").observe(
+                    time.perf_counter() - call.started
+                )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + payload + b"\n\n",
+                    "more_body": True,
+                }
+            )
+    except FlightFailedError as failed:
+        error = upstream_api_error(failed.error)
+        if not started:
+            await send_error(send, error, headers)
+            return
+        # Headers are gone: say it in the stream, as OpenAI does, and end without [DONE].
+        await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
+        return
+    answer = flight.answer
+    tail = _DONE
+    if answer is not None and answer.kind == "json":
+        # The flight was answered whole (by another process's non-streamed call).
+        tail = b"".join([b"data: " + p + b"\n\n" for p in answer.sse_payloads(include_usage)])
+        tail += _DONE
+    if not started:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
+        )
+    await send({"type": "http.response.body", "body": tail})
+    state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
+        time.perf_counter() - call.started
+    )
+
+
+async def _run(state: State, call: _Call, flight: Flight) -> None:
+    """The upstream call of a flight (runs in the flight's own task)."""
+    provider = call.route.provider
+    metrics = state.metrics
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        if flight.stream:
+            answer, cacheable = await _stream_upstream(state, call, flight)
+        else:
+            data = await provider.chat(call.body, call.route.deployment, call.headers)
+            answer = Answer("json", state.clock.now(), body=data)
+            cacheable = _cacheable(orjson.loads(data))
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    except ApiError as exc:
+        outcome = "error"
+        flight.fail(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - every waiter answers with it
+        outcome = type(exc).__name__
+        flight.fail(exc)
+        return
+    finally:
+        metrics.child(metrics.upstream, provider.name, _ROUTE, outcome).inc()
+        metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(
+            time.perf_counter() - started
+        )
+    flight.finish(answer)
+    cache = state.cache
+    if cacheable and call.key is not None and call.controls.store and cache is not None:
+        # Let the waiters send their answers before the store: a SQLite write runs
+        # on this thread and would hold them back.
+        await asyncio.sleep(0)
+        ttl = call.controls.ttl or state.config.cache.ttl
+        try:
+            await cache.set(call.key, answer.to_value(), ttl=ttl)
+        except Exception:
+            log.exception("could not store the answer of %s", call.key)
+
+
+async def _stream_upstream(state: State, call: _Call, flight: Flight) -> tuple[Answer, bool]:
+    """Relay the upstream's chunks into the flight as they arrive."""
+    provider = call.route.provider
+    finished: dict[int, str] = {}
+    upstream = provider.chat_stream(call.body, call.route.deployment, call.headers)
+    async with aclosing(upstream):
+        async for payload in upstream:
+            chunk = orjson.loads(payload)
+            usage = is_usage_chunk(chunk)
+            if not usage:
+                for choice in chunk.get("choices") or ():
+                    reason = choice.get("finish_reason")
+                    if reason is not None:
+                        finished[choice.get("index", 0)] = reason
+            flight.push(payload, usage=usage)
+    answer = Answer(
+        "sse", state.clock.now(), chunks=tuple(flight.chunks), usage_index=flight.usage_index
+    )
+    cacheable = bool(finished) and "content_filter" not in finished.values()
+    return answer, cacheable
+
+
+def _cacheable(completion: Any) -> bool:
+    """A whole answer is stored only if every choice finished and none was filtered."""
+    if not isinstance(completion, dict):
+        return False
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    return all(
+        isinstance(c, dict) and c.get("finish_reason") not in (None, "content_filter")
+        for c in choices
+    )

@@ -1,0 +1,231 @@
+"""The gateway's configuration: typed, frozen, keyword-only value objects.
+
+:mod:`hotpath.gateway._config_load` builds them from a TOML file, ``HOTPATH_*``
+environment variables and command-line flags; constructing them directly (in tests,
+or from Python) validates the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+from urllib.parse import urlsplit
+
+from hotpath._errors import ConfigError
+
+__all__ = [
+    "CacheConfig",
+    "GatewayConfig",
+    "GatewayKey",
+    "ModelRoute",
+    "UpstreamConfig",
+    "hash_key",
+]
+
+UpstreamKind = Literal["openai", "anthropic"]
+_KINDS = ("openai", "anthropic")
+DEFAULT_TIERS = ("memory://?max_entries=50000", "sqlite:///.hotpath/cache.db")
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a gateway key: its SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if value == float("inf"):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _count(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamConfig:
+    """One provider endpoint.
+
+    ``kind`` is ``openai`` (any OpenAI-compatible base URL: OpenAI, Azure OpenAI,
+    vLLM, Ollama, llama.cpp server) or ``anthropic`` (the Messages API; requests
+    are translated). The API key comes from ``api_key`` or the environment
+    variable ``api_key_env``; it is never logged or shown in errors or metrics.
+    ``first_token_timeout`` bounds the wait for the first streamed event,
+    ``read_timeout`` a whole non-streamed answer and each gap in a stream.
+    ``forward_headers`` names client request headers passed on to this upstream
+    (lower case; a trailing ``*`` makes a prefix, e.g. ``x-mock-*``); no other client
+    header is forwarded.
+    """
+
+    name: str
+    base_url: str
+    kind: UpstreamKind = "openai"
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    first_token_timeout: float = 120.0
+    max_connections: int = 512
+    forward_headers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _text(self.name, "upstream name")
+        where = f"upstreams.{self.name}"
+        url = _text(self.base_url, f"{where}.base_url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{where}.base_url must be an http(s) URL, got {url!r}")
+        if self.kind not in _KINDS:
+            raise ConfigError(f"{where}.kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            # The value is a secret: say what is wrong without echoing it.
+            raise ConfigError(f"{where}.api_key must be a non-empty string")
+        if self.api_key_env is not None:
+            _text(self.api_key_env, f"{where}.api_key_env")
+        if not isinstance(self.headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise ConfigError(f"{where}.headers must map strings to strings")
+        object.__setattr__(self, "headers", _frozen(self.headers))
+        for name in ("connect_timeout", "read_timeout", "first_token_timeout"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        _count(self.max_connections, f"{where}.max_connections")
+        if not isinstance(self.forward_headers, tuple | list) or not all(
+            isinstance(h, str) and h for h in self.forward_headers
+        ):
+            raise ConfigError(
+                f"{where}.forward_headers must be a list of header names, "
+                f"got {self.forward_headers!r}"
+            )
+        object.__setattr__(self, "forward_headers", tuple(h.lower() for h in self.forward_headers))
+
+    def resolved_api_key(self) -> str | None:
+        """``api_key``, else the value of ``$api_key_env`` (``None`` if unset)."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env is not None:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRoute:
+    """Where a public model name goes: an upstream and the model name it knows
+    (``None``: the public name unchanged)."""
+
+    upstream: str
+    model: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """The exact cache. ``tiers`` are tier URLs, fastest first; ``ttl`` (seconds)
+    applies unless a request says otherwise. ``cache_sampled`` caches answers to
+    sampled requests (temperature above 0, the API's default) too: what an agent
+    replaying the same step wants, but it pins one sample. ``share_across_tenants``
+    lets tenants reuse each other's entries."""
+
+    enabled: bool = True
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    ttl: float = 86400.0
+    cache_sampled: bool = True
+    share_across_tenants: bool = False
+    namespace: str = "hp"
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "cache_sampled", "share_across_tenants"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"cache.{name} must be true or false, got {value!r}")
+        if not isinstance(self.tiers, tuple) or not all(isinstance(t, str) for t in self.tiers):
+            raise ConfigError(f"cache.tiers must be a list of tier URLs, got {self.tiers!r}")
+        if self.enabled and not self.tiers:
+            raise ConfigError("cache.tiers must name at least one tier when the cache is on")
+        _positive(self.ttl, "cache.ttl")
+        _text(self.namespace, "cache.namespace")
+
+    @property
+    def redis_url(self) -> str | None:
+        """The first Redis tier's URL (single-flight across processes uses it)."""
+        return next((t for t in self.tiers if t.startswith(("redis", "unix", "rediss"))), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayKey:
+    """A client key: its SHA-256 (never the key itself) and the tenant it belongs to."""
+
+    name: str
+    sha256: str = field(repr=False)
+    tenant: str
+
+    def __post_init__(self) -> None:
+        _text(self.name, "keys[].name")
+        digest = self.sha256
+        if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ConfigError(
+                f"keys[{self.name}].sha256 must be 64 lowercase hex digits "
+                f"(`hotpath hash-key` prints it), got {digest!r}"
+            )
+        _text(self.tenant, f"keys[{self.name}].tenant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Everything ``hotpath serve`` needs.
+
+    ``models`` maps public model names to routes; the name ``*`` catches every
+    other model. ``max_body_bytes`` bounds a request body (413 above it). With no
+    ``keys`` every client is accepted.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 16 * 1024 * 1024
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    models: Mapping[str, ModelRoute] = field(default_factory=dict)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    keys: tuple[GatewayKey, ...] = ()
+
+    def __post_init__(self) -> None:
+        _text(self.host, "server.host")
+        _count(self.port, "server.port", 0)
+        if self.port > 65535:
+            raise ConfigError(f"server.port must be at most 65535, got {self.port!r}")
+        _count(self.workers, "server.workers")
+        _count(self.max_body_bytes, "server.max_body_bytes")
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"upstream names must be unique, got {names!r}")
+        for public, route in self.models.items():
+            if route.upstream not in names:
+                raise ConfigError(
+                    f"models.{public} names upstream {route.upstream!r}, which is not "
+                    f"configured (upstreams: {names!r})"
+                )
+        object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
+        digests = [k.sha256 for k in self.keys]
+        if len(set(digests)) != len(digests):
+            raise ConfigError("keys must be distinct: two entries have the same sha256")
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        return next(u for u in self.upstreams if u.name == name)

@@ -1,0 +1,195 @@
+"""``POST /v1/embeddings``: cached item by item.
+
+Each input (a text or a token array) has its own cache entry, so a batch of 100
+inputs with 97 cached sends only the 3 others upstream. Vectors are stored as
+float32 (what providers compute; 4 bytes a dimension) and rendered in the format
+each request asks for (``float`` or ``base64``). ``usage`` reports the tokens the
+upstream was actually asked to embed, 0 when every input was cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from array import array
+from typing import Any
+
+import orjson
+
+from hotpath.gateway._api_errors import ApiError
+from hotpath.gateway._asgi import Request, read_body, send_bytes
+from hotpath.gateway._cache_key import embedding_key
+from hotpath.gateway._controls import parse_controls
+from hotpath.gateway._state import Route, State, upstream_api_error
+from hotpath.gateway._validate import check_embeddings, parse_json
+
+__all__ = ["embeddings"]
+
+_ROUTE = "embeddings"
+
+
+def _pack(vector: Any, index: int) -> bytes:
+    if isinstance(vector, str):
+        return base64.b64decode(vector)
+    if isinstance(vector, list):
+        return array("f", vector).tobytes()
+    raise ApiError(
+        502, f"upstream embedding {index} is neither floats nor base64", type="upstream_error"
+    )
+
+
+def _render(packed: bytes, fmt: str) -> Any:
+    if fmt == "base64":
+        return base64.b64encode(packed).decode()
+    return array("f", packed).tolist()
+
+
+async def _fetch(
+    state: State,
+    request: Request,
+    route: Route,
+    body: dict[str, Any],
+    inputs: list[str | list[int]],
+    single: bool,
+) -> tuple[list[bytes], str, dict[str, Any]]:
+    """Embed ``inputs`` upstream: their float32 vectors, the model, the usage."""
+    metrics = state.metrics
+    payload = {**body, "input": inputs[0] if single else inputs, "encoding_format": "float"}
+    started = time.perf_counter()
+    try:
+        forwarded = route.forwarded(request.headers)
+        data = await route.provider.embeddings(payload, route.deployment, forwarded)
+    except Exception as exc:
+        metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
+        raise upstream_api_error(exc) from exc
+    metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
+    metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
+        time.perf_counter() - started
+    )
+    answer = orjson.loads(data)
+    rows = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(rows, list) or len(rows) != len(inputs):
+        raise ApiError(
+            502,
+            f"upstream returned {len(rows) if isinstance(rows, list) else 'no'} embeddings "
+            f"for {len(inputs)} inputs",
+            type="upstream_error",
+        )
+    vectors: list[bytes | None] = [None] * len(inputs)
+    for row in rows:
+        position = row.get("index", 0) if isinstance(row, dict) else None
+        if not isinstance(position, int) or not 0 <= position < len(inputs):
+            raise ApiError(502, f"upstream embedding index {position!r} is out of range")
+        vectors[position] = _pack(row.get("embedding"), position)
+    if any(v is None for v in vectors):
+        raise ApiError(502, "upstream answered some inputs twice and others not at all")
+    usage = answer.get("usage")
+    return (
+        [v for v in vectors if v is not None],
+        str(answer.get("model") or body.get("model")),
+        usage if isinstance(usage, dict) else {"prompt_tokens": 0, "total_tokens": 0},
+    )
+
+
+async def embeddings(state: State, request: Request) -> None:
+    started = time.perf_counter()
+    raw = await read_body(request, state.config.max_body_bytes)
+    tenant = state.authenticate(request)
+    body = parse_json(raw, orjson.loads)
+    model, items, single = check_embeddings(body)
+    route = state.resolve(model)
+    controls = parse_controls(request)
+    fmt = body.get("encoding_format") or "float"
+    dimensions = body.get("dimensions")
+    cache = state.cache
+    metrics = state.metrics
+    keys: list[str] = []
+    found: list[Any] = [None] * len(items)
+    if cache is not None:
+        keys = [
+            embedding_key(
+                item,
+                deployment=route.identity,
+                dimensions=dimensions,
+                tenant=state.cache_namespace(tenant),
+                namespace=controls.namespace,
+                prefix=state.config.cache.namespace,
+            )
+            for item in items
+        ]
+        if controls.lookup:
+            found = await cache.get_many(keys)
+    missing = [i for i, v in enumerate(found) if not isinstance(v, bytes)]
+    usage: dict[str, Any] = {"prompt_tokens": 0, "total_tokens": 0}
+    upstream_model = model
+    # Single-flight per input: an input another request is fetching right now (or
+    # that repeats in this batch) is awaited, not sent again.
+    flights = state.embedding_flights
+    mine: list[int] = []
+    joined: list[tuple[int, asyncio.Future[bytes]]] = []
+    owned: dict[str, asyncio.Future[bytes]] = {}
+    loop = asyncio.get_running_loop()
+    for i in missing:
+        key = keys[i] if keys else None
+        if key is None:
+            mine.append(i)
+            continue
+        future = flights.get(key)
+        if future is None:
+            future = owned[key] = flights[key] = loop.create_future()
+            mine.append(i)
+        else:
+            joined.append((i, future))
+    try:
+        if mine:
+            vectors, upstream_model, usage = await _fetch(
+                state, request, route, body, [items[i] for i in mine], single
+            )
+            fresh: dict[str, bytes] = {}
+            for i, vector in zip(mine, vectors, strict=True):
+                found[i] = vector
+                if keys:
+                    fresh[keys[i]] = vector
+                    owned[keys[i]].set_result(vector)
+            if cache is not None and controls.store and fresh:
+                await cache.set_many(fresh, ttl=controls.ttl or state.config.cache.ttl)
+    except BaseException as exc:
+        failure = exc if isinstance(exc, ApiError) else ApiError(503, "embedding call cancelled")
+        for future in owned.values():
+            if not future.done():
+                future.set_exception(failure)
+                future.exception()  # retrieved: waiters may all be gone
+        raise
+    finally:
+        for key, future in owned.items():
+            if flights.get(key) is future:
+                del flights[key]
+    for i, future in joined:
+        found[i] = await asyncio.shield(future)
+    if joined:
+        metrics.child(metrics.coalesced, _ROUTE).inc(len(joined))
+    missing = mine  # what this request sent upstream
+    outcome = b"miss" if len(missing) == len(items) else b"hit" if not missing else b"partial"
+    if cache is None or not controls.lookup:
+        outcome = b"bypass"
+    for label, count in (("hit", len(items) - len(missing)), ("miss", len(missing))):
+        if count and outcome != b"bypass":
+            metrics.child(metrics.cache, _ROUTE, label, "").inc(count)
+    result = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _render(v, fmt)}
+            for i, v in enumerate(found)
+        ],
+        "model": upstream_model,
+        "usage": usage,
+    }
+    headers = [
+        (b"x-hotpath-cache", outcome),
+        (b"x-hotpath-cache-hits", str(len(items) - len(missing) - len(joined)).encode()),
+    ]
+    if joined:
+        headers.append((b"x-hotpath-coalesced", b"true"))
+    await send_bytes(request.send, 200, orjson.dumps(result), headers)
+    metrics.child(metrics.latency, _ROUTE, outcome.decode()).observe(time.perf_counter() - started)

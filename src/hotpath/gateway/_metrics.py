@@ -1,0 +1,110 @@
+"""The gateway's Prometheus metrics (prometheus_client).
+
+Each gateway owns a registry, so several gateways in one process (tests) do not
+collide. With several worker processes ``hotpath serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums every worker's values
+(prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+class GatewayMetrics:
+    """Counters and histograms of one gateway; :meth:`render` is ``/metrics``."""
+
+    def __init__(self) -> None:
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "hotpath_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "hotpath_request_duration_seconds",
+            "Time from request to the end of the response",
+            ["route", "cache"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "hotpath_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk",
+            ["cache"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.cache = Counter(
+            "hotpath_cache_lookups",
+            "Cache outcomes: hit (by tier), miss, bypass",
+            ["route", "outcome", "tier"],
+            registry=r,
+        )
+        self.upstream = Counter(
+            "hotpath_upstream_requests",
+            "Calls made to upstreams, by outcome (ok, error status, timeout, ...)",
+            ["upstream", "route", "outcome"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "hotpath_upstream_duration_seconds",
+            "Duration of upstream calls",
+            ["upstream", "route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "hotpath_coalesced_requests",
+            "Requests that joined an identical request in flight",
+            ["route"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "hotpath_in_flight_requests",
+            "Requests being answered",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoized (labels() costs a lock and a lookup)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def render(self) -> bytes:
+        if self._multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

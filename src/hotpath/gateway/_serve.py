@@ -1,0 +1,96 @@
+"""``hotpath serve``: run the gateway under uvicorn, in one or several processes.
+
+Worker processes each build their own :class:`Gateway` from the same config (the
+config file path and flag overrides travel in ``HOTPATH_SERVE_ARGS``); they share
+the port (the server's master process binds it) and, when one is configured, the
+Redis tier. Prometheus values are summed across workers through
+``PROMETHEUS_MULTIPROC_DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from hotpath.gateway._app import Gateway
+from hotpath.gateway._config import GatewayConfig
+from hotpath.gateway._config_load import load_config
+
+__all__ = ["app_from_env", "describe", "serve"]
+
+log = logging.getLogger("hotpath.gateway")
+_ARGS = "HOTPATH_SERVE_ARGS"
+
+
+def describe(config: GatewayConfig) -> list[str]:
+    """The start-up lines: where it listens, what it talks to, who may call it."""
+    upstreams = ", ".join(f"{u.name} ({u.kind}) {u.base_url}" for u in config.upstreams)
+    cache = " -> ".join(config.cache.tiers) if config.cache.enabled else "off"
+    lines = [
+        f"hotpath gateway listening on http://{config.host}:{config.port}/v1 "
+        f"({config.workers} worker{'s' if config.workers > 1 else ''})",
+        f"  upstreams: {upstreams or 'none'}",
+        f"  cache: {cache}",
+    ]
+    if not config.keys:
+        lines.append("  no gateway keys configured: every client is accepted")
+    else:
+        lines.append(f"  {len(config.keys)} gateway keys configured")
+    return lines
+
+
+def app_from_env() -> Gateway:
+    """A worker's app, from the arguments its master process left in the environment."""
+    args = orjson.loads(os.environ[_ARGS])
+    config = load_config(args["path"], env=os.environ, overrides=args["overrides"])
+    return Gateway(config)
+
+
+def serve(
+    path: str | None, overrides: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> int:
+    """Serve until interrupted. Returns the exit status."""
+    import uvicorn
+
+    env = dict(os.environ if env is None else env)
+    config = load_config(path, env=env, overrides=overrides)
+    for line in describe(config):
+        print(line, file=sys.stderr, flush=True)
+    if not config.upstreams:
+        print(
+            "  warning: no upstream configured (--upstream URL): every model answers 404",
+            file=sys.stderr,
+        )
+    common: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if config.workers == 1:
+        uvicorn.run(Gateway(config), **common)
+        return 0
+    metrics_dir = tempfile.mkdtemp(prefix="hotpath-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[_ARGS] = orjson.dumps({"path": path, "overrides": dict(overrides)}).decode()
+    try:
+        uvicorn.run(
+            "hotpath.gateway._serve:app_from_env",
+            factory=True,
+            workers=config.workers,
+            **common,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,76 @@
+"""What every upstream provider offers the gateway, whatever API it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Protocol
+
+from hotpath._errors import UpstreamStatusError
+
+__all__ = ["Provider", "retry_after_seconds", "status_error"]
+
+
+class Provider(Protocol):
+    """An upstream, spoken to in OpenAI's terms.
+
+    Bodies come in and go out as OpenAI chat-completions / embeddings JSON; a
+    provider of another API translates. ``deployment`` is the model name the
+    upstream knows; ``headers`` are extra request headers (forwarded from the
+    client). Failures raise the :class:`~hotpath.UpstreamError` tree.
+    """
+
+    name: str
+    kind: str
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def chat(
+        self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """A non-streamed ``chat.completion``, as JSON bytes."""
+        ...
+
+    def chat_stream(
+        self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The ``chat.completion.chunk`` JSON payloads of a streamed answer, as they
+        arrive, without the final ``[DONE]``; the last one carries ``usage``.
+        Returns normally only if the stream completed; raises
+        :class:`~hotpath.UpstreamStreamCutError` if it was cut."""
+        ...
+
+    async def embeddings(
+        self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """An embeddings ``list`` answer, as JSON bytes."""
+        ...
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The upstream's model list (``data`` of ``GET /models``)."""
+        ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The Retry-After header in seconds, if it is a number."""
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def status_error(
+    name: str, status: int, body: bytes, headers: Mapping[str, str]
+) -> UpstreamStatusError:
+    return UpstreamStatusError(
+        f"upstream {name!r} answered {status}",
+        status=status,
+        body=body,
+        retry_after=retry_after_seconds(headers),
+        upstream=name,
+    )

@@ -1,0 +1,71 @@
+"""Shared set-up for gateway tests: a gateway over a mock upstream, on real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, Literal
+
+from hotpath._background import BackgroundServer
+from hotpath.gateway import CacheConfig, Gateway, GatewayConfig, ModelRoute, UpstreamConfig
+from hotpath.providers.mock import MockUpstream
+
+
+def gateway_config(
+    upstream_url: str,
+    *,
+    tiers: tuple[str, ...] = ("memory://",),
+    kind: Literal["openai", "anthropic"] = "openai",
+    **options: Any,
+) -> GatewayConfig:
+    """A gateway sending every model to ``upstream_url``, with a fresh cache namespace."""
+    cache_options = {k[6:]: options.pop(k) for k in list(options) if k.startswith("cache_")}
+    cache = CacheConfig(tiers=tiers, namespace=f"t{uuid.uuid4().hex[:10]}")
+    cache = replace(cache, **cache_options) if cache_options else cache
+    upstream_options = {
+        k: options.pop(k)
+        for k in list(options)
+        if k in ("read_timeout", "first_token_timeout", "connect_timeout", "api_key")
+    }
+    upstream_options.setdefault("forward_headers", ("x-mock-*",))
+    upstream = UpstreamConfig(
+        name="mock",
+        base_url=upstream_url,
+        kind=kind,
+        **upstream_options,
+    )
+    models = options.pop("models", {"*": ModelRoute(upstream="mock")})
+    return GatewayConfig(upstreams=(upstream,), models=models, cache=cache, **options)
+
+
+@contextlib.contextmanager
+def running_gateway(config: GatewayConfig) -> Iterator[BackgroundServer]:
+    """The gateway served by uvicorn on a free port; ``server.app`` is the Gateway."""
+    with BackgroundServer(Gateway(config)) as server:
+        yield server
+
+
+def gateway_of(server: BackgroundServer) -> Gateway:
+    app = server.app
+    assert isinstance(app, Gateway)
+    return app
+
+
+def chat_body(text: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def unique(text: str = "q") -> str:
+    return f"{text} {uuid.uuid4().hex}"
+
+
+__all__ = [
+    "MockUpstream",
+    "chat_body",
+    "gateway_config",
+    "gateway_of",
+    "running_gateway",
+    "unique",
+]
