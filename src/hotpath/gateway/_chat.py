@@ -126,16 +126,9 @@ async def _send_hit(
     headers = _cache_headers(call, b"hit")
     headers.append((b"x-hotpath-cache-tier", tier.encode()))
     headers.append((b"age", str(int(age)).encode()))
+    await _send_answer(request, call, answer, headers)
     if call.stream:
-        payloads = answer.sse_payloads(call.include_usage)
-        data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
-        await request.send(
-            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
-        )
-        await request.send({"type": "http.response.body", "body": data})
         metrics.child(metrics.ttft, "hit").observe(time.perf_counter() - call.started)
-    else:
-        await send_bytes(request.send, 200, answer.completion(), headers)
     metrics.child(metrics.latency, _ROUTE, "hit").observe(time.perf_counter() - call.started)
 
 
@@ -169,6 +162,22 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
         flights.leave(flight)
 
 
+async def _send_answer(
+    request: Request, call: _Call, answer: Answer, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A whole answer in the form the request asked for: one JSON body, or the
+    stream's events in one write."""
+    if not call.stream:
+        await send_bytes(request.send, 200, answer.completion(), headers)
+        return
+    payloads = answer.sse_payloads(call.include_usage)
+    data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
+    await request.send(
+        {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
+    )
+    await request.send({"type": "http.response.body", "body": data})
+
+
 async def _send_whole(
     state: State, request: Request, call: _Call, flight: Flight, headers: list[tuple[bytes, bytes]]
 ) -> None:
@@ -177,15 +186,7 @@ async def _send_whole(
     except FlightFailedError as failed:
         await send_error(request.send, upstream_api_error(failed.error), headers)
         return
-    if call.stream:
-        payloads = answer.sse_payloads(call.include_usage)
-        data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
-        await request.send(
-            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
-        )
-        await request.send({"type": "http.response.body", "body": data})
-    else:
-        await send_bytes(request.send, 200, answer.completion(), headers)
+    await _send_answer(request, call, answer, headers)
     state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
         time.perf_counter() - call.started
     )

@@ -22,57 +22,21 @@ from hotpath.providers._anthropic import (
     chat_to_messages,
     messages_to_chat,
 )
-from hotpath.providers._base import retry_after_seconds
-from hotpath.providers._http import HTTPTransport
+from hotpath.providers._base import HTTPProvider, retry_after_seconds
 
 __all__ = ["AnthropicProvider"]
 
 API_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """Speaks Anthropic's Messages API, in OpenAI's terms."""
 
     kind = "anthropic"
+    api_headers = {"anthropic-version": API_VERSION}
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 600.0,
-        first_token_timeout: float = 120.0,
-        max_connections: int = 512,
-    ) -> None:
-        self.name = name
-        sent = {
-            "content-type": "application/json",
-            "anthropic-version": API_VERSION,
-            **(headers or {}),
-        }
-        if api_key:
-            sent["x-api-key"] = api_key
-        self._first_token_timeout = first_token_timeout
-        self._http = HTTPTransport(
-            base_url,
-            name=name,
-            headers=sent,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_connections=max_connections,
-        )
-
-    def __repr__(self) -> str:
-        return f"AnthropicProvider({self.name!r}, {self._http.base_url!r})"
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
 
     def _error(self, status: int, data: bytes, headers: Mapping[str, str]) -> UpstreamStatusError:
         try:

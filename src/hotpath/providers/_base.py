@@ -6,8 +6,9 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from hotpath._errors import UpstreamStatusError
+from hotpath.providers._http import HTTPTransport
 
-__all__ = ["Provider", "retry_after_seconds", "status_error"]
+__all__ = ["HTTPProvider", "Provider", "retry_after_seconds", "status_error"]
 
 
 class Provider(Protocol):
@@ -74,3 +75,53 @@ def status_error(
         retry_after=retry_after_seconds(headers),
         upstream=name,
     )
+
+
+class HTTPProvider:
+    """What every provider over HTTP shares: a keep-alive pool to ``base_url``, the
+    timeouts, and the auth headers its API wants (:meth:`_auth_headers`)."""
+
+    kind = ""
+    # Headers this API wants on every request (a config's ``headers`` override them).
+    api_headers: Mapping[str, str] = {}
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+        first_token_timeout: float = 120.0,
+        max_connections: int = 512,
+    ) -> None:
+        self.name = name
+        sent = {
+            "content-type": "application/json",
+            **self.api_headers,
+            **(headers or {}),
+            **(self._auth_headers(api_key) if api_key else {}),
+        }
+        self._first_token_timeout = first_token_timeout
+        self._http = HTTPTransport(
+            base_url,
+            name=name,
+            headers=sent,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+        )
+
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self._http.base_url!r})"
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

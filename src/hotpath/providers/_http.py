@@ -43,19 +43,20 @@ class Response:
             async with asyncio.timeout(self._read_timeout):
                 return await self._raw.read()
         except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"upstream {self._name!r} sent no complete body within {self._read_timeout} s",
-                upstream=self._name,
-            ) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise UpstreamStreamCutError(
-                f"upstream {self._name!r} closed the connection mid-body: {exc}",
-                upstream=self._name,
-            ) from exc
+            raise self._timeout("no complete body", self._read_timeout) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamStreamCutError(
-                f"upstream {self._name!r} failed mid-body: {exc!r}", upstream=self._name
-            ) from exc
+            raise self._cut(exc) from exc
+
+    def _timeout(self, what: str, seconds: float) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"upstream {self._name!r} sent {what} within {seconds} s", upstream=self._name
+        )
+
+    def _cut(self, exc: BaseException) -> UpstreamStreamCutError:
+        return UpstreamStreamCutError(
+            f"upstream {self._name!r} closed the connection mid-body: {exc!r}",
+            upstream=self._name,
+        )
 
     async def events(self, first_timeout: float | None = None) -> AsyncIterator[tuple[str, bytes]]:
         """Server-sent events as they arrive, ``(event name, data bytes)``.
@@ -72,15 +73,9 @@ class Response:
                 async with asyncio.timeout(timeout):
                     chunk = await content.readany()
             except TimeoutError:
-                raise UpstreamTimeoutError(
-                    f"upstream {self._name!r} sent no stream data within {timeout} s",
-                    upstream=self._name,
-                ) from None
+                raise self._timeout("no stream data", timeout) from None
             except aiohttp.ClientError as exc:
-                raise UpstreamStreamCutError(
-                    f"upstream {self._name!r} closed the stream mid-way: {exc}",
-                    upstream=self._name,
-                ) from exc
+                raise self._cut(exc) from exc
             if not chunk:
                 if parser.pending.strip():
                     raise UpstreamStreamCutError(

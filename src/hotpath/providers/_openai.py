@@ -15,52 +15,16 @@ from typing import Any
 import orjson
 
 from hotpath._errors import UpstreamStreamCutError
-from hotpath.providers._base import status_error
-from hotpath.providers._http import HTTPTransport
+from hotpath.providers._base import HTTPProvider, status_error
 
 __all__ = ["OpenAIProvider"]
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """Speaks the OpenAI API to ``base_url`` (which ends in ``/v1`` or the
     provider's equivalent)."""
 
     kind = "openai"
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 600.0,
-        first_token_timeout: float = 120.0,
-        max_connections: int = 512,
-    ) -> None:
-        self.name = name
-        sent = {"content-type": "application/json", **(headers or {})}
-        if api_key:
-            sent["authorization"] = f"Bearer {api_key}"
-        self._first_token_timeout = first_token_timeout
-        self._http = HTTPTransport(
-            base_url,
-            name=name,
-            headers=sent,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_connections=max_connections,
-        )
-
-    def __repr__(self) -> str:
-        return f"OpenAIProvider({self.name!r}, {self._http.base_url!r})"
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _post(
         self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str] | None
