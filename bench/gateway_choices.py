@@ -106,6 +106,8 @@ def _route_table(res: ServerResults, route: str) -> list[str]:
         rps = f"{many.rps:,.0f}" if many else "-"
         r32 = _ratio(many.rps if many else None, base32.rps if base32 else None)
         ms = f"{many.p50_us / 1000:.1f} / {many.p99_us / 1000:.1f}" if many else "-"
+        if one is None and many is None:
+            continue
         errors = (one.errors if one else 0) + (many.errors if many else 0)
         lines.append(f"| {spec.note} | {lat} | {r1} | {rps} | {r32} | {ms} | {errors} |")
     return lines
@@ -495,12 +497,14 @@ def main() -> int:
         tmp = Path(d)
         print("== ASGI servers", flush=True)
         servers = bench_servers(tmp, seconds, repeats)
+        t1 = time.perf_counter()
         print("== upstream clients", flush=True)
         clients_res = uvloop.run(bench_clients(tmp, repeats))
     lines = header(seconds, repeats) + server_section(servers) + client_section(clients_res)
     lines.append("")
     lines.append(
-        f"Whole run: {time.perf_counter() - t0:.0f} s; load average (1 min) at the end: "
+        f"Whole run: {time.perf_counter() - t0:.0f} s (servers {t1 - t0:.0f} s, clients "
+        f"{time.perf_counter() - t1:.0f} s); load average (1 min) at the end: "
         f"{os.getloadavg()[0]:.2f}."
     )
     text = "\n".join(lines) + "\n"

@@ -465,7 +465,8 @@ def check_granian_thread() -> str:
     err = f" (error: {errors[0]!r})" if errors else ""
     return (
         f"`granian.server.embed.Server` (logs 'Embedded server is experimental!') awaited in a "
-        f"thread's loop: serves after {started * 1000:.0f} ms (needs an explicit free port); "
+        f"thread's loop: serves after {started * 1000:.0f} ms (port 0 binds, but the bound "
+        "port is not exposed: pick a free port first); "
         f"`loop.call_soon_threadsafe(server.stop)` stops it in {stopped * 1000:.0f} ms{alive}{err}"
     )
 

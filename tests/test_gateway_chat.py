@@ -13,6 +13,7 @@ import pytest
 from gateway_support import chat_body, gateway_config, gateway_of, running_gateway, unique
 from hotpath._background import BackgroundServer
 from hotpath.cache import MemoryTier
+from hotpath.gateway import ModelRoute
 from hotpath.providers.mock import MockConfig, MockUpstream
 
 
@@ -313,3 +314,15 @@ def test_models_health_ready_and_metrics(gateway: BackgroundServer) -> None:
     assert "hotpath_request_duration_seconds_bucket" in text
     assert 'hotpath_upstream_requests_total{outcome="ok",route="chat",upstream="mock"}' in text
     assert "hotpath_in_flight_requests" in text
+
+
+def test_model_map_sends_the_deployment_name_upstream(mock: MockUpstream) -> None:
+    models = {"public-name": ModelRoute(upstream="mock", model="deployment-7")}
+    with running_gateway(gateway_config(mock.url, models=models)) as server:
+        client = sdk(server)
+        answer = client.chat.completions.create(**chat_body(unique(), model="public-name"))
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(**chat_body(unique(), model="deployment-7"))
+    sent = next(r for r in reversed(mock.requests) if r.path.endswith("/chat/completions"))
+    assert sent.body["model"] == "deployment-7"
+    assert answer.choices[0].message.content

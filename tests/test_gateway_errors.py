@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -212,7 +213,10 @@ def test_shared_cache_across_tenants_when_configured(mock: MockUpstream) -> None
         assert shared.headers["x-hotpath-cache"] == "hit"
 
 
-def test_upstream_key_never_reaches_clients_or_metrics(mock: MockUpstream) -> None:
+def test_upstream_key_never_reaches_clients_logs_or_metrics(
+    mock: MockUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     secret = "sk-upstream-secret-123456"
     config = gateway_config(mock.url, api_key=secret)
     with running_gateway(config) as server:
@@ -222,5 +226,5 @@ def test_upstream_key_never_reaches_clients_or_metrics(mock: MockUpstream) -> No
             metrics = http.get("/metrics").text
     sent = next(r for r in reversed(mock.requests) if r.path.endswith("/chat/completions"))
     assert sent.headers["authorization"] == f"Bearer {secret}"
-    for text in (ok.text, failed.text, metrics, repr(config)):
+    for text in (ok.text, failed.text, metrics, repr(config), caplog.text):
         assert secret not in text

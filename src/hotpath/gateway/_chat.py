@@ -267,6 +267,7 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
         return
     except Exception as exc:  # noqa: BLE001 - every waiter answers with it
         outcome = type(exc).__name__
+        log.warning("chat call to upstream %r failed: %s", provider.name, exc)
         flight.fail(exc)
         return
     finally:

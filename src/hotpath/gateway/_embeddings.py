@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from array import array
 from typing import Any
@@ -27,6 +28,8 @@ from hotpath.gateway._validate import check_embeddings, parse_json
 __all__ = ["embeddings"]
 
 _ROUTE = "embeddings"
+
+log = logging.getLogger("hotpath.gateway")
 
 
 def _pack(vector: Any, index: int) -> bytes:
@@ -62,6 +65,7 @@ async def _fetch(
         data = await route.provider.embeddings(payload, route.deployment, forwarded)
     except Exception as exc:
         metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
+        log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
         raise upstream_api_error(exc) from exc
     metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
     metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
