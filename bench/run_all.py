@@ -19,6 +19,8 @@ BENCHES = [
     ("bench.sqlite_tier", "sqlite_tier.md"),
     ("bench.coherence", "coherence.md"),
     ("bench.hit_ratio", "hit_ratio.md"),
+    ("bench.gateway", "gateway.md"),
+    ("bench.gateway_choices", "gateway_choices.md"),
 ]
 
 

@@ -77,6 +77,7 @@ def serve(
         "log_level": "warning",
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,  # the gateway never reads the client address
     }
     if config.workers == 1:
         uvicorn.run(Gateway(config), **common)

@@ -1,0 +1,250 @@
+"""Processes for ``bench.gateway``: mock upstreams, hotpath gateways, LiteLLM's proxy.
+
+Each server runs in its own process (and session, so that stopping it stops its
+workers too), logs to a file under the run's temporary directory, and is ready
+once an HTTP probe answers 200. LiteLLM lives in a throwaway venv that
+:func:`ensure_litellm` creates with ``pip install 'litellm[proxy]'``; it is never a
+project dependency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
+#: LiteLLM refuses to start without a master key; clients send it as a Bearer token.
+MASTER_KEY = "sk-hotpath-bench-" + "0123456789abcdef" * 2
+#: The public model names: "fast" goes to the mock answering at once, "slow" to the
+#: mock answering after 20 ms. Both gateways map them to upstream model gpt-4o-mini.
+FAST, SLOW = "fast", "slow"
+
+__all__ = [
+    "FAST",
+    "HOST",
+    "LITELLM_VENV",
+    "MASTER_KEY",
+    "SLOW",
+    "Server",
+    "ensure_litellm",
+    "free_port",
+    "start_hotpath",
+    "start_litellm",
+    "start_mock",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _probe(port: int, path: str, headers: dict[str, str]) -> int:
+    """Status of ``GET path``, 0 when nothing answers."""
+    head = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(head.encode())
+            first = sock.recv(64)
+    except OSError:
+        return 0
+    parts = first.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+@dataclass
+class Server:
+    """A server process; :meth:`stop` ends it (and its worker processes)."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def origin(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def wait_ready(self, path: str, timeout: float, headers: dict[str, str] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            if _probe(self.port, path, headers or {}) == 200:
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout:g} s:\n{self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server and its workers (its process group) so far."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process just ended
+            if int(fields[2]) == self.proc.pid:  # pgrp
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # The server is a session leader (start_new_session): its group is its workers.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _spawn(
+    name: str, argv: list[str], tmp: Path, port: int, env: dict[str, str] | None = None
+) -> Server:
+    log = tmp / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    return Server(name, port, proc, log)
+
+
+def start_mock(tmp: Path, ttft_ms: float) -> Server:
+    """``hotpath mock-upstream`` with every token at once after *ttft_ms* (1 worker)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "hotpath", "mock-upstream", "--port", str(port)]
+    argv += ["--ttft", f"{ttft_ms:g}ms"]
+    server = _spawn(f"mock-{ttft_ms:g}ms", argv, tmp, port)
+    server.wait_ready("/mock/stats", 30)
+    return server
+
+
+def start_hotpath(tmp: Path, workers: int, fast: Server, slow: Server) -> Server:
+    """``hotpath serve`` with a memory-only cache, "fast" and "slow" routed to the mocks."""
+    port = free_port()
+    config = tmp / f"hotpath-{workers}w.toml"
+    config.write_text(
+        f'[server]\nhost = "{HOST}"\nport = {port}\nworkers = {workers}\n\n'
+        f'[upstreams.{FAST}]\nbase_url = "{fast.origin}/v1"\n\n'
+        f'[upstreams.{SLOW}]\nbase_url = "{slow.origin}/v1"\n\n'
+        f'[models]\n{FAST} = {{ upstream = "{FAST}", model = "gpt-4o-mini" }}\n'
+        f'{SLOW} = {{ upstream = "{SLOW}", model = "gpt-4o-mini" }}\n\n'
+        '[cache]\ntiers = ["memory://"]\n'
+    )
+    argv = [sys.executable, "-m", "hotpath", "serve", "--config", str(config)]
+    server = _spawn(f"hotpath-{workers}w", argv, tmp, port)
+    server.wait_ready("/healthz", 60)
+    return server
+
+
+def ensure_litellm(log: Path) -> tuple[Path | None, str]:
+    """The venv's ``litellm`` executable (creating the venv when missing) and a note;
+    ``(None, reason)`` when it cannot be installed."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    python = LITELLM_VENV / "bin" / "python"
+    if exe.exists() and _litellm_version(python):
+        return exe, f"reused the venv {LITELLM_VENV.relative_to(ROOT)}"
+    t0 = time.monotonic()
+    with log.open("wb") as out:
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)],
+            [str(python), "-m", "pip", "install", "-q", "litellm[proxy]"],
+        ]
+        for argv in steps:
+            try:
+                code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=600)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return None, f"`{' '.join(argv[-3:])}` failed: {exc}"
+            if code.returncode != 0:
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                return None, f"`{' '.join(argv[-3:])}` exited {code.returncode}: {' / '.join(tail)}"
+    if not exe.exists() or not _litellm_version(python):
+        return None, "pip finished but the venv has no working `litellm` command"
+    return exe, f"installed into {LITELLM_VENV.relative_to(ROOT)} in {time.monotonic() - t0:.0f} s"
+
+
+def _litellm_version(python: Path) -> str:
+    try:
+        out = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def litellm_versions() -> str:
+    """Versions of LiteLLM and the server stack it runs on, from its venv."""
+    code = (
+        "import importlib.metadata as m\n"
+        "out = []\n"
+        "for p in ('litellm', 'uvicorn', 'uvloop', 'httptools', 'fastapi', 'aiohttp', 'httpx'):\n"
+        "    try: out.append(f'{p} {m.version(p)}')\n"
+        "    except m.PackageNotFoundError: out.append(f'{p} absent')\n"
+        "print(', '.join(out))\n"
+    )
+    python = LITELLM_VENV / "bin" / "python"
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip() or "?"
+
+
+def start_litellm(
+    exe: Path, tmp: Path, workers: int, fast: Server, slow: Server, *, cache: bool
+) -> Server:
+    """LiteLLM's proxy, offline, routing "fast" and "slow" to the mocks."""
+    port = free_port()
+    name = f"litellm-{workers}w" + ("-cache" if cache else "")
+    entries = "".join(
+        f"  - model_name: {public}\n    litellm_params:\n      model: openai/gpt-4o-mini\n"
+        f"      api_base: {mock.origin}/v1\n      api_key: x\n"
+        for public, mock in ((FAST, fast), (SLOW, slow))
+    )
+    settings = "litellm_settings:\n  set_verbose: false\n"
+    if cache:
+        settings += "  cache: true\n  cache_params:\n    type: local\n"
+    config = tmp / f"{name}.yaml"
+    config.write_text(f"model_list:\n{entries}{settings}")
+    argv = [str(exe), "--config", str(config), "--host", HOST, "--port", str(port)]
+    argv += ["--num_workers", str(workers)]
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+        "LITELLM_LOG": "ERROR",  # also turns uvicorn's access log off
+        "LITELLM_TELEMETRY": "False",
+    }
+    server = _spawn(name, argv, tmp, port, env)
+    server.wait_ready("/health/liveliness", 120)
+    return server
