@@ -1,19 +1,21 @@
 """The gateway on the request path, side by side with LiteLLM's proxy, in one run.
 
-Run: ``python -m bench.gateway`` (about 6 minutes, 1 more the first time, to install
+Run: ``python -m bench.gateway`` (about 7 minutes, 1 more the first time, to install
 LiteLLM; needs ``wrk``: ``scripts/ensure-wrk``). Writes bench/results/gateway.md.
 ``--quick`` runs everything briefly and only prints (a smoke test, not figures);
 ``--no-litellm`` leaves LiteLLM out.
 
 Every server is its own process: two mock upstreams (``hotpath mock-upstream``, one
 answering at once, one after 20 ms, all tokens at once), ``hotpath serve`` with 1 and
-2 workers and a memory-only cache, and LiteLLM's proxy (``litellm[proxy]`` in the
-throwaway venv bench/.litellm-venv, offline). Measured, each against a baseline
-from the same run:
+2 workers on a memory-only cache and on serve's default tiers (memory, then SQLite,
+the file in the run's temporary directory), and LiteLLM's proxy (``litellm[proxy]``
+in the throwaway venv bench/.litellm-venv, offline). Measured, each against a
+baseline from the same run:
 
 1. latency at concurrency 1 on the miss path (unique prompts) and time to first
    token when streaming: direct to the mock vs through each proxy, sequential
-   keep-alive requests interleaved across targets, from this process;
+   keep-alive requests interleaved across targets, from this process; on the default
+   tiers, which requests make the tail and how often SQLite checkpointed;
 2. sustained req/s with the 20 ms upstream, wrk at 64 connections, unique prompts;
 3. cache-hit req/s, wrk at 64 connections, one body, vs the mock answering at once.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import orjson
 
+import hotpath
 from bench.gateway_load import Conn, WrkRun, body, run_wrk, wrk_script
 from bench.gateway_procs import (
     FAST,
@@ -43,10 +48,23 @@ from bench.gateway_procs import (
     start_litellm,
     start_mock,
 )
-from bench.gateway_report import LITELLM_CACHE, Report, Settings, cpu_busy, pct
+from bench.gateway_report import (
+    DIRECT,
+    HP1,
+    HP1_DEFAULT,
+    HP1_SQLITE,
+    HP2,
+    HP2_SQLITE,
+    LATENCY_WARM,
+    LITELLM_CACHE,
+    Report,
+    Settings,
+    cpu_busy,
+    pct,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FULL = Settings(rounds=3, latency_n=700, ttft_n=200, seconds=10, hit_seconds=5, repeats=3)
+FULL = Settings(rounds=3, latency_n=700, ttft_n=200, seconds=8, hit_seconds=5, repeats=3)
 QUICK = Settings(rounds=1, latency_n=200, ttft_n=50, seconds=2, hit_seconds=2, repeats=1)
 CONNS = 64
 
@@ -80,21 +98,25 @@ def check_answers(rep: Report, targets: dict[str, Server], fast: Server) -> None
         cache = (headers.get("x-hotpath-cache"), headers2.get("x-hotpath-cache"))
         if name.startswith("hotpath") and cache != ("miss", "hit"):
             rep.problems.append(f"{name}: x-hotpath-cache {cache}, expected miss then hit")
+        tier = headers2.get("x-hotpath-cache-tier")
+        if name.startswith("hotpath") and tier != "memory":
+            rep.problems.append(f"{name}: the hit came from tier {tier!r}, not memory")
 
 
 NO_STORE = "Cache-Control: no-store\r\n"
 Row = tuple[str, int, str]  # name, port, extra request headers
 
 
-def _sequential(
-    rows: list[Row], st: Settings, n: int, warm: int, *, stream: bool
-) -> dict[str, list[tuple[float, float]]]:
-    """Per row, (p50, p99) ms of each round: one connection per row, requests one at a
-    time, interleaved request by request (rotating who goes first); the first row is
-    the direct baseline. Every prompt is new."""
+Samples = dict[str, list[list[int]]]  # row -> per round, ns of each request in order
+
+
+def _sequential(rows: list[Row], st: Settings, n: int, warm: int, *, stream: bool) -> Samples:
+    """Per row, the ns of each request of each round: one connection per row, requests
+    one at a time, interleaved request by request (rotating who goes first); the first
+    row is the direct baseline. Every prompt is new."""
     tag = uuid.uuid4().hex[:8]
     conns = [Conn(port) for _, port, _ in rows]
-    out: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in rows}
+    out: Samples = {name: [] for name, _, _ in rows}
     try:
         for r in range(st.rounds + 1):  # round 0 is the warm-up
             samples: list[list[int]] = [[] for _ in rows]
@@ -112,11 +134,36 @@ def _sequential(
                     samples[k].append(ns)
             if r:
                 for (name, _, _), ns_list in zip(rows, samples, strict=True):
-                    out[name].append(pct(ns_list))
+                    out[name].append(ns_list)
     finally:
         for c in conns:
             c.close()
     return out
+
+
+def _figures(samples: Samples) -> dict[str, list[tuple[float, float]]]:
+    return {name: [pct(ns) for ns in rounds] for name, rounds in samples.items()}
+
+
+def wal_checkpoints(db: Path) -> int:
+    """The checkpoint sequence number in the header of *db*'s write-ahead log: SQLite
+    adds one each time a writer starts the log over after a complete checkpoint."""
+    try:
+        with (db.parent / f"{db.name}-wal").open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return 0
+    return int.from_bytes(head[12:16], "big") if len(head) == 16 else 0
+
+
+def sqlite_rows(db: Path) -> int:
+    """Rows in the cache's SQLite file (read-only; WAL lets the server go on)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        n: int = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return n
+    finally:
+        conn.close()
 
 
 def latency_c1(rep: Report, st: Settings, fast: Server, targets: dict[str, Server]) -> None:
@@ -124,11 +171,17 @@ def latency_c1(rep: Report, st: Settings, fast: Server, targets: dict[str, Serve
     keeps working after it answers (logging threads), which would slow the requests
     that follow it if all were interleaved together."""
     for name, server in targets.items():
-        rows: list[Row] = [("direct to the mock", fast.port, ""), (name, server.port, "")]
-        if name.startswith("hotpath"):
+        rows: list[Row] = [(DIRECT, fast.port, ""), (name, server.port, "")]
+        if name == HP1:
             rows.append((f"{name}, `Cache-Control: no-store`", server.port, NO_STORE))
-        rep.latency.append(_sequential(rows, st, st.latency_n, 200, stream=False))
-        rep.ttft.append(_sequential(rows[:2], st, st.ttft_n, 30, stream=True))
+        ckpt = wal_checkpoints(server.sqlite) if server.sqlite else 0
+        samples = _sequential(rows, st, st.latency_n, LATENCY_WARM, stream=False)
+        if server.sqlite:
+            rep.checkpoints[name] = wal_checkpoints(server.sqlite) - ckpt
+        rep.latency.append(_figures(samples))
+        if name.startswith("hotpath"):
+            rep.samples[name] = (samples[name], samples[DIRECT])
+        rep.ttft.append(_figures(_sequential(rows[:2], st, st.ttft_n, 30, stream=True)))
 
 
 def wrk_rounds(
@@ -198,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     st = QUICK if args.quick else FULL
-    rep = Report(settings=st, conns=CONNS)
+    rep = Report(settings=st, conns=CONNS, source=hotpath_source())
     busy = cpu_busy()
     deadline = time.monotonic() + args.wait_quiet
     while busy > 0.15 and time.monotonic() < deadline:
@@ -210,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hotpath-bench-") as d, servers() as up:
         tmp = Path(d)
+        rep.tmp_fs = _filesystem(tmp)
         exe = None
         if args.no_litellm:
             rep.litellm_note = "left out (`--no-litellm`)"
@@ -224,10 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         up += [fast, slow]
         hp1 = start_hotpath(tmp, 1, fast, slow)
         up.append(hp1)
+        hp1s = start_hotpath(tmp, 1, fast, slow, default_tiers=True)
+        up.append(hp1s)
         ll1 = _try_litellm(rep, exe, tmp, 1, fast, slow, cache=False)
         if ll1:
             up.append(ll1)
-        c1 = {"hotpath, 1 worker": hp1} | ({"LiteLLM, 1 worker": ll1} if ll1 else {})
+        c1 = {HP1: hp1, HP1_DEFAULT: hp1s} | ({"LiteLLM, 1 worker": ll1} if ll1 else {})
         check_answers(rep, c1, fast)
         print(
             f"{time.monotonic() - t_start:.0f} s: 1. latency at concurrency 1, time to first token",
@@ -236,9 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         latency_c1(rep, st, fast, c1)
         hp2 = start_hotpath(tmp, 2, fast, slow)
         up.append(hp2)
+        hp2s = start_hotpath(tmp, 2, fast, slow, default_tiers=True)
+        up.append(hp2s)
+        check_answers(rep, {HP2: hp2, HP2_SQLITE: hp2s}, fast)
         ll2 = _try_litellm(rep, exe, tmp, 2, fast, slow, cache=False)
-        sustained = {"direct to the mock": (slow, SLOW), "hotpath, 1 worker": (hp1, SLOW)}
-        sustained["hotpath, 2 workers"] = (hp2, SLOW)
+        sustained = {DIRECT: (slow, SLOW), HP1: (hp1, SLOW), HP1_SQLITE: (hp1s, SLOW)}
+        sustained |= {HP2: (hp2, SLOW), HP2_SQLITE: (hp2s, SLOW)}
         if ll1:
             sustained["LiteLLM, 1 worker"] = (ll1, SLOW)
         if ll2:
@@ -250,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             if s:
                 s.stop()
         llc = _try_litellm(rep, exe, tmp, 1, fast, slow, cache=True)
-        hits = {"the mock answering at once": (fast, FAST), "hotpath, 1 worker": (hp1, FAST)}
-        hits["hotpath, 2 workers"] = (hp2, FAST)
+        hits = {"the mock answering at once": (fast, FAST), HP1: (hp1, FAST)}
+        hits |= {HP1_SQLITE: (hp1s, FAST), HP2: (hp2, FAST)}
         if llc:
             up.append(llc)
             hits[LITELLM_CACHE] = (llc, FAST)
@@ -259,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         wrk_rounds(
             rep, rep.hits, st, tmp, hits, unique=False, seconds=st.hit_seconds, upstream=fast
         )
+        for name, server in ((HP1_SQLITE, hp1s), (HP2_SQLITE, hp2s)):
+            if server.sqlite:
+                rep.sqlite_rows[name] = sqlite_rows(server.sqlite)
     rep.elapsed = time.monotonic() - t_start
     rep.busy = (busy, cpu_busy())
     text = "\n".join(rep.render()) + "\n"
@@ -267,6 +329,39 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "gateway.md").write_text(text)
     return 0
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def hotpath_source() -> str:
+    """Which hotpath the servers will run (they import it as this process would): the
+    git commit of its package directory and whether that directory has local changes."""
+    src = Path(hotpath.__file__).resolve().parent
+    head = _git(src, "rev-parse", "--short", "HEAD")
+    if head is None:
+        return f"`{src}` (not in a git checkout)"
+    changed = (_git(src, "status", "--porcelain", "--", ".") or "").splitlines()
+    state = f"{len(changed)} files with uncommitted changes" if changed else "as committed"
+    return f"git {head}, `{src.parent.name}/{src.name}` {state}"
+
+
+def _filesystem(path: Path) -> str:
+    """``ext4 (/dev/vda)``: the type and source of the filesystem holding *path*."""
+    try:
+        out = subprocess.run(
+            ["df", "--output=fstype,source", str(path)], capture_output=True, text=True
+        )
+    except OSError:
+        return "?"
+    lines = out.stdout.split("\n")
+    parts = lines[1].split() if out.returncode == 0 and len(lines) > 1 else []
+    return f"{parts[0]} ({parts[1]})" if len(parts) == 2 else "?"
 
 
 def _try_litellm(

@@ -72,6 +72,8 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    #: hotpath on its default tiers: the SQLite file its cache writes.
+    sqlite: Path | None = None
 
     @property
     def origin(self) -> str:
@@ -120,13 +122,18 @@ class Server:
 
 
 def _spawn(
-    name: str, argv: list[str], tmp: Path, port: int, env: dict[str, str] | None = None
+    name: str,
+    argv: list[str],
+    tmp: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Server:
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv,
-            cwd=tmp,
+            cwd=cwd or tmp,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -146,21 +153,31 @@ def start_mock(tmp: Path, ttft_ms: float) -> Server:
     return server
 
 
-def start_hotpath(tmp: Path, workers: int, fast: Server, slow: Server) -> Server:
-    """``hotpath serve`` with a memory-only cache, "fast" and "slow" routed to the mocks."""
+def start_hotpath(
+    tmp: Path, workers: int, fast: Server, slow: Server, *, default_tiers: bool = False
+) -> Server:
+    """``hotpath serve`` with "fast" and "slow" routed to the mocks and a memory-only
+    cache, or (*default_tiers*) no ``[cache]`` section: serve's default tiers, memory
+    then SQLite, the file ``.hotpath/cache.db`` under the server's own directory in
+    *tmp* (its working directory)."""
     port = free_port()
-    config = tmp / f"hotpath-{workers}w.toml"
+    name = f"hotpath-{workers}w" + ("-default" if default_tiers else "")
+    home = tmp / name
+    home.mkdir()
+    config = home / "hotpath.toml"
     config.write_text(
         f'[server]\nhost = "{HOST}"\nport = {port}\nworkers = {workers}\n\n'
         f'[upstreams.{FAST}]\nbase_url = "{fast.origin}/v1"\n\n'
         f'[upstreams.{SLOW}]\nbase_url = "{slow.origin}/v1"\n\n'
         f'[models]\n{FAST} = {{ upstream = "{FAST}", model = "gpt-4o-mini" }}\n'
-        f'{SLOW} = {{ upstream = "{SLOW}", model = "gpt-4o-mini" }}\n\n'
-        '[cache]\ntiers = ["memory://"]\n'
+        f'{SLOW} = {{ upstream = "{SLOW}", model = "gpt-4o-mini" }}\n'
+        + ("" if default_tiers else '\n[cache]\ntiers = ["memory://"]\n')
     )
     argv = [sys.executable, "-m", "hotpath", "serve", "--config", str(config)]
-    server = _spawn(f"hotpath-{workers}w", argv, tmp, port)
+    server = _spawn(name, argv, tmp, port, cwd=home)
     server.wait_ready("/healthz", 60)
+    if default_tiers:
+        server.sqlite = home / ".hotpath" / "cache.db"
     return server
 
 

@@ -16,7 +16,15 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from gateway_support import close_clients
 from redis_server import RedisServer, redis_answers
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Close the openai clients a test made with ``gateway_support.sdk``."""
+    yield
+    close_clients()
 
 
 @pytest.fixture(scope="session")

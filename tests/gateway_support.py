@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, Literal
 
+import openai
+
 from hotpath._background import BackgroundServer
 from hotpath.gateway import CacheConfig, Gateway, GatewayConfig, ModelRoute, UpstreamConfig
 from hotpath.providers.mock import MockUpstream
@@ -53,6 +55,23 @@ def gateway_of(server: BackgroundServer) -> Gateway:
     return app
 
 
+_clients: list[openai.OpenAI] = []
+
+
+def sdk(server_or_url: BackgroundServer | str, **options: Any) -> openai.OpenAI:
+    """A sync openai client for the gateway (or a URL), closed after the test
+    (``close_clients``, an autouse fixture): an unclosed one leaks sockets."""
+    base = server_or_url if isinstance(server_or_url, str) else f"{server_or_url.base}/v1"
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, **options)
+    _clients.append(client)
+    return client
+
+
+def close_clients() -> None:
+    while _clients:
+        _clients.pop().close()
+
+
 def chat_body(text: str = "hello", **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
 
@@ -64,8 +83,10 @@ def unique(text: str = "q") -> str:
 __all__ = [
     "MockUpstream",
     "chat_body",
+    "close_clients",
     "gateway_config",
     "gateway_of",
     "running_gateway",
+    "sdk",
     "unique",
 ]

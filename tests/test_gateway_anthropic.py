@@ -6,10 +6,9 @@ import json
 from collections.abc import Iterator
 
 import httpx
-import openai
 import pytest
 
-from gateway_support import chat_body, gateway_config, running_gateway, unique
+from gateway_support import chat_body, gateway_config, running_gateway, sdk, unique
 from hotpath._background import BackgroundServer
 from hotpath.providers.mock import MockConfig, MockUpstream
 
@@ -40,10 +39,6 @@ def gateway(mock: MockUpstream) -> Iterator[BackgroundServer]:
     config = gateway_config(mock.url, kind="anthropic", api_key="anthropic-key")
     with running_gateway(config) as server:
         yield server
-
-
-def sdk(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="x", max_retries=0)
 
 
 def test_chat_is_translated_to_messages_and_back(

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_support import chat_body, gateway_config, gateway_of, running_gateway, unique
+from gateway_support import chat_body, gateway_config, gateway_of, running_gateway, sdk, unique
 from hotpath._background import BackgroundServer
 from hotpath.cache import MemoryTier
 from hotpath.gateway import ModelRoute
@@ -35,10 +35,6 @@ def memory_tier(server: BackgroundServer) -> MemoryTier:
     tier = cache.tiers[0]
     assert isinstance(tier, MemoryTier)
     return tier
-
-
-def sdk(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
 
 
 def async_sdk(server: BackgroundServer) -> openai.AsyncOpenAI:

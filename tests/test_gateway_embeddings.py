@@ -8,10 +8,9 @@ from array import array
 from collections.abc import Iterator
 
 import httpx
-import openai
 import pytest
 
-from gateway_support import gateway_config, running_gateway, unique
+from gateway_support import gateway_config, running_gateway, sdk, unique
 from hotpath._background import BackgroundServer
 from hotpath.providers.mock import MockConfig, MockUpstream
 
@@ -28,10 +27,6 @@ def gateway(mock: MockUpstream) -> Iterator[BackgroundServer]:
         yield server
 
 
-def sdk(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="x", max_retries=0)
-
-
 def test_a_batch_sends_only_the_inputs_not_cached(
     gateway: BackgroundServer, mock: MockUpstream
 ) -> None:
@@ -46,9 +41,7 @@ def test_a_batch_sends_only_the_inputs_not_cached(
     answer = raw.parse()
     assert [d.index for d in answer.data] == list(range(100))
     assert [d.embedding for d in answer.data[:97]] == [d.embedding for d in warm.data]
-    direct = openai.OpenAI(base_url=mock.url, api_key="x").embeddings.create(
-        model="text-embedding-3-small", input=texts[97:]
-    )
+    direct = sdk(mock.url).embeddings.create(model="text-embedding-3-small", input=texts[97:])
     assert [d.embedding for d in answer.data[97:]] == [d.embedding for d in direct.data]
 
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_support import chat_body, gateway_config, running_gateway, unique
+from gateway_support import chat_body, gateway_config, running_gateway, sdk, unique
 from hotpath._background import BackgroundServer
 from hotpath.gateway import GatewayKey, ModelRoute, hash_key
 from hotpath.providers.mock import MockConfig, MockUpstream
@@ -122,12 +122,7 @@ def test_upstream_5xx_is_passed_with_its_status(gateway: BackgroundServer, statu
 
 
 def test_sdk_sees_the_upstream_error_class(gateway: BackgroundServer) -> None:
-    client = openai.OpenAI(
-        base_url=f"{gateway.base}/v1",
-        api_key="x",
-        max_retries=0,
-        default_headers={"x-mock-fault": "429"},
-    )
+    client = sdk(gateway, default_headers={"x-mock-fault": "429"})
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(**chat_body(unique()))
 

@@ -20,7 +20,7 @@ from hotpath._clock import ManualClock
 from hotpath._errors import CacheError, CodecError, ConfigError, InvalidKeyError, InvalidTTLError
 from hotpath.cache._codec import Codec
 from hotpath.cache._record import Record
-from hotpath.cache._sqlite import SQLiteTier
+from hotpath.cache._sqlite import CHECKPOINT_EVERY, SQLiteTier
 from hotpath.cache._urls import tier_from_url
 
 
@@ -548,7 +548,7 @@ async def test_threads_share_a_tier_on_their_own_connections(db: Path) -> None:
 WORKER = """
 import asyncio, json, sys
 from hotpath.cache._record import Record
-from hotpath.cache._sqlite import SQLiteTier
+from hotpath.cache._sqlite import CHECKPOINT_EVERY, SQLiteTier
 
 async def main() -> None:
     path, wid, n, max_entries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -642,7 +642,7 @@ async def test_hottest_skips_expired_keys(tier: SQLiteTier, clock: ManualClock) 
 
 STARTER = """
 import asyncio, json, sys
-from hotpath.cache._sqlite import SQLiteTier
+from hotpath.cache._sqlite import CHECKPOINT_EVERY, SQLiteTier
 
 async def main() -> None:
     tier = SQLiteTier(sys.argv[1], busy_timeout=5.0)
@@ -680,3 +680,20 @@ def test_processes_starting_on_a_corrupt_file_rebuild_it_once(db: Path) -> None:
     assert len(list(db.parent.glob("cache.db.corrupt-*"))) == 1
     assert raw(db, "SELECT COUNT(*) FROM entries") == [(120,)]
     assert_consistent(db)
+
+
+async def test_checkpoints_run_on_their_own_thread_and_stop_at_close(tmp_path: Path) -> None:
+    tier = SQLiteTier(tmp_path / "c.db")
+    blob = "x" * 3000
+    for i in range(CHECKPOINT_EVERY * 3):
+        await tier.set(f"k{i}", blob, ttl=60)
+    names = [t.name for t in threading.enumerate()]
+    assert "hotpath-sqlite-checkpoint" in names
+    await tier.aclose()
+    assert "hotpath-sqlite-checkpoint" not in [t.name for t in threading.enumerate()]
+    reopened = SQLiteTier(tmp_path / "c.db")
+    try:
+        assert await reopened.get(f"k{CHECKPOINT_EVERY * 3 - 1}") == blob
+        assert (await reopened.get_many([f"k{i}" for i in range(5)])) == [blob] * 5
+    finally:
+        await reopened.aclose()

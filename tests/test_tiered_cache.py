@@ -16,6 +16,8 @@ from hotpath import (
     InvalidTTLError,
     ManualClock,
     MemoryTier,
+    Record,
+    RedisTier,
     TieredCache,
 )
 from hotpath.cache import CacheEvent
@@ -396,3 +398,46 @@ def test_bad_construction_raises_config_error(tmp_path: Path) -> None:
         TieredCache(["memory://"], lock_lease=0)
     with pytest.raises(InvalidTTLError, match="default_ttl"):
         TieredCache(["memory://"], default_ttl=-5)
+
+
+class _FirstReadWaits(RedisTier):
+    """A Redis tier whose first read answers only once ``gate`` is set."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix=prefix)
+        self.first_read_done = asyncio.Event()
+        self.gate = asyncio.Event()
+        self._first = True
+
+    async def read(self, key: str) -> Record | None:
+        if not self._first:
+            return await super().read(key)
+        self._first = False
+        rec = await super().read(key)
+        self.first_read_done.set()
+        await self.gate.wait()
+        return rec
+
+
+@pytest.mark.redis
+async def test_a_miss_read_before_a_load_finished_does_not_load_again(
+    redis_url: str, redis_prefix: str
+) -> None:
+    slow = _FirstReadWaits(redis_url, redis_prefix)
+    cache = TieredCache(["memory://", slow])
+    calls = 0
+
+    async def loader() -> str:
+        nonlocal calls
+        calls += 1
+        return "value"
+
+    try:
+        late = asyncio.create_task(cache.get_or_load("k", loader))
+        await slow.first_read_done.wait()  # its read saw no value, and is held back
+        assert await cache.get_or_load("k", loader) == "value"  # a whole load, stored
+        slow.gate.set()  # now the late caller learns of its (stale) miss
+        assert await late == "value"
+        assert calls == 1
+    finally:
+        await cache.aclose()

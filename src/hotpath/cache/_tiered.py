@@ -484,6 +484,12 @@ class TieredCache:
         other replicas waiting instead of loading too."""
         renew = asyncio.get_running_loop().create_task(self._renew_lease(redis, job.key, token))
         try:
+            if not job.refresh:
+                # Double-check under the lease: our miss may have been read while an
+                # earlier load (here or on another replica) was storing the value.
+                rec, _ = await self._read_lower(job.key)
+                if rec is not None:
+                    return rec.value
             return await self._run_loader(job)
         finally:
             renew.cancel()

@@ -278,8 +278,9 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
     flight.finish(answer)
     cache = state.cache
     if cacheable and call.key is not None and call.controls.store and cache is not None:
-        # Let the waiters send their answers before the store: a SQLite write runs
-        # on this thread and would hold them back.
+        # Let the waiters send their answers before the store (a SQLite write runs
+        # on this thread). The flight stays joinable until the store is done, so no
+        # identical request can slip in between and call the upstream again.
         await asyncio.sleep(0)
         ttl = call.controls.ttl or state.config.cache.ttl
         try:
