@@ -8,9 +8,9 @@ microseconds to a cache hit that otherwise costs a few (docs/gateway.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 
+from hotpath._asgi_types import Receive, Scope, Send
 from hotpath.gateway._api_errors import ApiError
 
 __all__ = [
@@ -23,10 +23,6 @@ __all__ = [
     "watch_disconnect",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON = b"application/json"
