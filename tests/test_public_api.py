@@ -60,3 +60,27 @@ def test_import_starts_no_threads_and_opens_no_sockets() -> None:
         "assert 'theine' not in sys.modules and 'cachetools' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gateway_names_load_on_first_use_only() -> None:
+    code = (
+        "import sys, hotpath\n"
+        "assert 'hotpath.gateway' not in sys.modules and 'aiohttp' not in sys.modules\n"
+        "assert hotpath.Gateway.__name__ == 'Gateway'\n"
+        "assert 'hotpath.gateway' in sys.modules\n"
+        "import hotpath.gateway as g\n"
+        "assert sorted(g.__all__) == list(g.__all__)\n"
+        "assert all(getattr(hotpath, n) is getattr(g, n) for n in g.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_upstream_errors_are_hotpath_errors() -> None:
+    for name in (
+        "UpstreamError",
+        "UpstreamStatusError",
+        "UpstreamTimeoutError",
+        "UpstreamUnavailableError",
+        "UpstreamStreamCutError",
+    ):
+        assert issubclass(getattr(hotpath, name), hotpath.HotpathError)

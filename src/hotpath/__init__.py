@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         GatewayKey,
         ModelRoute,
         UpstreamConfig,
+        hash_key,
         load_config,
     )
 
@@ -61,6 +62,7 @@ _GATEWAY = frozenset(
         "GatewayKey",
         "ModelRoute",
         "UpstreamConfig",
+        "hash_key",
         "load_config",
     }
 )
@@ -110,6 +112,7 @@ __all__ = [
     "UpstreamUnavailableError",
     "cached",
     "fingerprint",
+    "hash_key",
     "load_config",
     "tier_from_url",
 ]
