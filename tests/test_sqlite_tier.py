@@ -697,3 +697,16 @@ async def test_checkpoints_run_on_their_own_thread_and_stop_at_close(tmp_path: P
         assert (await reopened.get_many([f"k{i}" for i in range(5)])) == [blob] * 5
     finally:
         await reopened.aclose()
+
+
+async def test_synchronous_off_is_an_option_and_validated(tmp_path: Path) -> None:
+    tier = tier_from_url(f"sqlite:///{tmp_path / 'c.db'}?synchronous=off")
+    assert isinstance(tier, SQLiteTier)
+    assert tier.synchronous == "off"
+    try:
+        await tier.set("k", "v", ttl=60)
+        assert await tier.get("k") == "v"
+    finally:
+        await tier.aclose()
+    with pytest.raises(ConfigError, match=r"synchronous must be 'normal' or 'off', got 'full'"):
+        SQLiteTier(tmp_path / "d.db", synchronous="full")
