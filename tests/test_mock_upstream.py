@@ -173,6 +173,31 @@ def test_raw_stream_framing_and_done(http: httpx.Client) -> None:
     }
 
 
+def test_tool_call_arguments_respect_integer_bounds(client: openai.OpenAI) -> None:
+    """With minimum == maximum the only valid value is forced, whatever the seed."""
+    pinned = {"type": "integer", "minimum": 5, "maximum": 5}
+    tool: ChatCompletionToolParam = {
+        "type": "function",
+        "function": {
+            "name": "pick",
+            "parameters": {
+                "type": "object",
+                "properties": {"n": pinned},
+                "required": ["n"],
+            },
+        },
+    }
+    for text in ("one", "two", "three"):
+        r = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": text}], tools=[tool]
+        )
+        calls = r.choices[0].message.tool_calls
+        assert calls is not None
+        call = calls[0]
+        assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+        assert json.loads(call.function.arguments) == {"n": 5}
+
+
 def test_tool_call_fills_required_arguments(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
         model="gpt-4o-mini",
@@ -192,7 +217,7 @@ def test_tool_call_fills_required_arguments(client: openai.OpenAI) -> None:
     assert set(args) == {"city", "days"}
     assert isinstance(args["city"], str)
     assert isinstance(args["days"], int)
-    assert 1 <= args["days"] <= 7
+    assert args["days"] in range(1, 8)  # the schema's minimum..maximum
     assert r.usage is not None
     enc = bpe_openai.get_encoding("o200k_base")
     assert r.usage.completion_tokens == len(enc.encode(call.function.arguments))
