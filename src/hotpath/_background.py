@@ -1,109 +1,182 @@
-"""Serve an ASGI app from a background thread: for tests, the demo and benchmarks.
+"""Serving an ASGI app with uvicorn from inside a program: the gateway in tests and
+the demo, the mock upstream everywhere.
 
-uvicorn (uvloop + httptools) runs on a thread of its own with its own event loop;
-:meth:`BackgroundServer.start` returns once the socket listens, :meth:`stop` shuts
-it down gracefully (lifespan shutdown included) and joins the thread.
+:class:`PromptServer` is uvicorn's server made to start and stop on cue: it
+reports "listening" through a callback instead of being polled, is woken to stop
+instead of checking a flag every 100 ms, closes every connection at once (hung
+requests included, after a short grace) and leaves signal handlers to its owner.
+:class:`BackgroundServer` runs one on a thread of its own with its own uvloop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Self
 
 import uvicorn
 
-__all__ = ["BackgroundServer"]
+__all__ = ["FAST", "BackgroundServer", "PromptServer", "bind", "uvicorn_config"]
+
+_GRACE = 1.0  # seconds in-flight requests get to finish after their connection closed
+
+
+#: uvicorn settings for a fast, quiet server: uvloop and httptools (chosen by
+#: measurement, docs/gateway.md), no access log, no proxy-header parsing.
+FAST: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "lifespan": "on",
+    "access_log": False,
+    "log_level": "warning",
+    "proxy_headers": False,
+}
+
+
+def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """:data:`FAST` settings for ``app``; ``options`` override them."""
+    return uvicorn.Config(app, host=host, port=port, **{**FAST, **options})
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on *host*:*port* (0 picks a free port)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, started and stopped on cue (see the module docstring)."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    def request_exit(self) -> None:
+        """Ask the server to stop; callable from any thread."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop just closed
+                loop.call_soon_threadsafe(wake.set)
+
+    async def main_loop(self) -> None:
+        counter = 0
+        wake = self._wake or asyncio.Event()
+        while not await self.on_tick(counter):
+            counter += 10  # on_tick refreshes the Date header every 10th tick
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+        tasks = set(self.server_state.tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()  # the app closes its clients and caches
 
 
 class BackgroundServer:
-    """``with BackgroundServer(app) as server: server.url``; port 0 picks a free port."""
+    """``with BackgroundServer(app) as server: server.base``; ``port=0`` picks a free
+    port. ``options`` are uvicorn settings (see :func:`uvicorn_config`)."""
 
-    def __init__(
-        self,
-        app: Any,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        lifespan: Literal["auto", "on", "off"] = "on",
-        start_timeout: float = 20.0,
-    ) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any):
         self.app = app
         self.host = host
-        self._requested_port = port
-        self._lifespan = lifespan
-        self._start_timeout = start_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.port = port
+        self._options = options
+        self._server: PromptServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """``http://HOST:PORT``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
-    def start(self) -> BackgroundServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Serve on a new daemon thread; return once listening."""
+        if self._server is not None:
+            raise RuntimeError(f"the server on {self.base} is already running")
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        self._socket = sock
-        config = uvicorn.Config(
-            self.app,
-            loop="uvloop",
-            http="httptools",
-            lifespan=self._lifespan,
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
+        started = threading.Event()
+        config = uvicorn_config(self.app, self.host, self.port, **self._options)
+        server = PromptServer(config, started.set)
         self._server = server
-        failed: list[BaseException] = []
+        failure: list[BaseException] = []
 
-        def run() -> None:
+        def target() -> None:
             try:
-                import uvloop
-
-                runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-            except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-                runner = asyncio.Runner()
-            with runner:
-                self.loop = runner.get_loop()
-                try:
+                with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
                     runner.run(server.serve(sockets=[sock]))
-                except BaseException as exc:  # noqa: BLE001 - reported to start()
-                    failed.append(exc)
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                failure.append(exc)
+            finally:
+                sock.close()
+                started.set()
 
-        thread = threading.Thread(target=run, name=f"asgi-{self.port}", daemon=True)
-        self._thread = thread
-        thread.start()
-        # uvicorn offers no start-up callback to a caller on another thread: poll.
-        pause = threading.Event()
-        for _ in range(int(self._start_timeout / 0.005)):
-            if server.started or failed or not thread.is_alive():
-                break
-            pause.wait(0.005)
-        if not server.started:
-            self.stop()
-            raise RuntimeError(f"the server on port {self.port} did not start: {failed!r}")
+        self._thread = threading.Thread(target=target, name=f"asgi-{self.port}", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout) or failure or not server.started:
+            self.stop(timeout)
+            if failure:
+                raise RuntimeError(f"the server on {self.base} failed to start") from failure[0]
+            raise RuntimeError(f"the server on {self.base} did not start within {timeout} s")
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server (in-flight requests get a short grace) and join its thread."""
         server, thread = self._server, self._thread
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=15)
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if server is None or thread is None:
+            return
+        server.request_exit()
+        thread.join(timeout)
         self._server = self._thread = None
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from hotpath._background import FAST
 from hotpath.gateway._app import Gateway
 from hotpath.gateway._config import GatewayConfig
 from hotpath.gateway._config_load import load_config
@@ -69,15 +70,10 @@ def serve(
             file=sys.stderr,
         )
     common: dict[str, Any] = {
+        **FAST,
         "host": config.host,
         "port": config.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_level": "warning",
-        "lifespan": "on",
         "timeout_graceful_shutdown": 10,
-        "proxy_headers": False,  # the gateway never reads the client address
     }
     if config.workers == 1:
         uvicorn.run(Gateway(config), **common)

@@ -6,58 +6,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
 
+from hotpath._background import BackgroundServer, PromptServer, bind
+from hotpath._background import uvicorn_config as shared_config
 from hotpath._errors import ConfigError
 from hotpath.providers.mock._app import MockApp, MockStats, RecordedRequest
 from hotpath.providers.mock._config import MockConfig
 from hotpath.providers.mock._http import install_cut_log_filter
 from hotpath.providers.mock._tokens import warm_up
 
-__all__ = ["CONFIG_ENV", "MockUpstream", "app_from_env", "bind", "serve", "uvicorn_config"]
+__all__ = ["CONFIG_ENV", "MockUpstream", "app_from_env", "serve", "uvicorn_config"]
 
 #: Environment variable carrying ``MockConfig.to_json()`` to worker processes.
 CONFIG_ENV = "HOTPATH_MOCK_CONFIG"
-_GRACE = 1.0  # seconds in-flight requests get to finish after their connection closed
+MOCK_OPTIONS: dict[str, Any] = {
+    "interface": "asgi3",
+    "lifespan": "off",
+    "server_header": False,
+    "timeout_keep_alive": 75,  # outlive clients' idle pools: no close/reuse races
+    "log_config": None,  # leave logging alone
+}
 
 
 def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
-    """The uvicorn settings the mock always runs with (fast, quiet)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        interface="asgi3",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-        timeout_keep_alive=75,  # outlive clients' idle pools: no close/reuse races
-        **{"log_config": None, **extra},  # leave logging alone unless asked
-    )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on *host*:*port* (0 picks a free port)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """The uvicorn settings the mock always runs with (fast, quiet, no lifespan)."""
+    return shared_config(app, host, port, **{**MOCK_OPTIONS, **extra})
 
 
 def app_from_env() -> MockApp:
@@ -65,65 +43,6 @@ def app_from_env() -> MockApp:
     install_cut_log_filter()
     warm_up()
     return MockApp(MockConfig.from_json(os.environ.get(CONFIG_ENV, "{}")))
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, stopping promptly: it is woken instead of polling every
-    100 ms, closes every connection at once (hung requests included), and never
-    touches signal handlers (its owner does)."""
-
-    def __init__(
-        self, config: uvicorn.Config, on_started: Callable[[], None] | None = None
-    ) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        warm_up()
-        await super().startup(sockets=sockets)
-        if self.started and self._on_started is not None:
-            self._on_started()
-
-    def request_exit(self) -> None:
-        """Ask the server to stop; callable from any thread."""
-        self.should_exit = True
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop just closed
-                loop.call_soon_threadsafe(wake.set)
-
-    async def main_loop(self) -> None:
-        counter = 0
-        wake = self._wake or asyncio.Event()
-        while not await self.on_tick(counter):
-            counter += 10  # on_tick refreshes the Date header every 10th tick
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 1.0)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        for connection in list(self.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is not None:
-                transport.close()
-        tasks = set(self.server_state.tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_GRACE)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        for server in self.servers:
-            await server.wait_closed()
 
 
 class MockUpstream:
@@ -154,12 +73,12 @@ class MockUpstream:
         self._app = MockApp(config, max_recorded=max_recorded)
         self._host = host
         self._port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: PromptServer | None = None  # serving in the caller's loop
+        self._thread: BackgroundServer | None = None  # serving on a thread
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        state = "running" if self._server is not None else "stopped"
+        state = "running" if self._server is not None or self._thread is not None else "stopped"
         return f"<MockUpstream {state} {self.origin}>"
 
     @property
@@ -214,53 +133,27 @@ class MockUpstream:
         on the server's own event loop."""
         return self._app.wait_for(predicate, timeout)
 
-    def _new_server(self, on_started: Callable[[], None] | None) -> tuple[_Server, socket.socket]:
-        if self._server is not None:
-            raise RuntimeError(f"{self!r} is already running")
-        install_cut_log_filter()
-        sock = bind(self._host, self._port)
-        self._port = sock.getsockname()[1]
-        server = _Server(uvicorn_config(self._app, self._host, self._port), on_started)
-        self._server = server
-        return server, sock
-
     def start_in_thread(self, timeout: float = 10.0) -> Self:
         """Serve on a new daemon thread with its own uvloop; return once listening."""
-        started = threading.Event()
-        server, sock = self._new_server(started.set)
-        failure: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-                    runner.run(server.serve(sockets=[sock]))
-            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
-                failure.append(exc)
-            finally:
-                sock.close()
-                started.set()
-
-        self._thread = threading.Thread(
-            target=target, name=f"hotpath-mock-{self._port}", daemon=True
-        )
-        self._thread.start()
-        if not started.wait(timeout) or failure or not server.started:
-            self.stop(timeout)
-            if failure:
-                raise RuntimeError(f"mock upstream failed to start on {self.origin}") from failure[
-                    0
-                ]
-            raise RuntimeError(f"mock upstream did not start within {timeout} s on {self.origin}")
+        if self._server is not None or self._thread is not None:
+            raise RuntimeError(f"{self!r} is already running")
+        install_cut_log_filter()
+        warm_up()
+        thread = BackgroundServer(self._app, host=self._host, port=self._port, **MOCK_OPTIONS)
+        self._thread = thread
+        try:
+            thread.start(timeout)
+        except RuntimeError as exc:
+            self._thread = None
+            raise RuntimeError(f"mock upstream failed to start on {self.origin}") from exc
+        self._port = thread.port
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the background-thread server (in-flight requests are cut off)."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.request_exit()
-        thread.join(timeout)
-        self._server = self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start_in_thread()
@@ -281,8 +174,15 @@ class MockUpstream:
 
     async def start(self) -> Self:
         """Serve in the running event loop; return once listening."""
+        if self._server is not None or self._thread is not None:
+            raise RuntimeError(f"{self!r} is already running")
+        install_cut_log_filter()
+        warm_up()
         started = asyncio.Event()
-        server, sock = self._new_server(started.set)
+        sock = bind(self._host, self._port)
+        self._port = sock.getsockname()[1]
+        server = PromptServer(uvicorn_config(self._app, self._host, self._port), started.set)
+        self._server = server
 
         async def run() -> None:
             try:
