@@ -103,3 +103,15 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamStreamCutError(UpstreamError):
     """A streamed answer ended (connection closed) before its final event."""
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages (which name the
+    value received). A broken ``__repr__`` must not hide the real error."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - see the docstring
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 3]}... ({len(text)} chars)"

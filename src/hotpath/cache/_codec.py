@@ -32,7 +32,7 @@ import struct
 import msgpack
 import zstandard
 
-from hotpath._errors import CodecError, ConfigError
+from hotpath._errors import CodecError, ConfigError, short_repr
 from hotpath.cache._record import Record
 from hotpath.cache._validate import check_count
 
@@ -100,10 +100,10 @@ class Codec:
                 except Exception as pexc:
                     raise CodecError(
                         "value cannot be encoded, even with pickle: "
-                        f"{type(value).__name__} {_short(value)}"
+                        f"{type(value).__name__} {short_repr(value)}"
                     ) from pexc
             raise CodecError(
-                f"value cannot be encoded: {type(value).__name__} {_short(value)} ({exc}); "
+                f"value cannot be encoded: {type(value).__name__} {short_repr(value)} ({exc}); "
                 "cache str, bytes, numbers, bool, None, lists and dicts of them, or pass "
                 "Codec(pickle=True) if every writer to this cache is trusted"
             ) from exc
@@ -166,11 +166,3 @@ class Codec:
             log.warning("cache entry %r is unreadable, treating it as a miss: %s", key, exc)
             return None
         return Record(value, None if expires == 0.0 else expires, float(delta), tags)
-
-
-def _short(value: object, limit: int = 80) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

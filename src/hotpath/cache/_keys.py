@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hotpath._errors import KeyBuildError
+from hotpath._errors import KeyBuildError, short_repr
 
 __all__ = ["canonical_bytes", "fingerprint"]
 
@@ -147,7 +147,7 @@ def _encode(value: object, out: list[bytes], depth: int) -> None:
         _encode(base(value), out, depth)
     else:
         raise _UnkeyableError(
-            f"has no stable key encoding: {t.__module__}.{t.__qualname__} {_short(value)}; "
+            f"has no stable key encoding: {t.__module__}.{t.__qualname__} {short_repr(value)}; "
             "pass key=... to @cached, or list the argument in ignore=..."
         )
 
@@ -164,11 +164,3 @@ def _encoded(value: object, depth: int) -> bytes:
 def _qualname(value: object) -> str:
     t = type(value)
     return f"{t.__module__}.{t.__qualname__}"
-
-
-def _short(value: object, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
-        return f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

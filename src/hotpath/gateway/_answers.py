@@ -67,6 +67,11 @@ class Answer:
             return self.body
         return orjson.dumps(assemble([orjson.loads(c) for c in self.chunks]))
 
+    def sse_body(self, include_usage: bool) -> bytes:
+        """The answer as a whole SSE stream: its events, then ``data: [DONE]``."""
+        events = [b"data: " + p + b"\n\n" for p in self.sse_payloads(include_usage)]
+        return b"".join(events) + b"data: [DONE]\n\n"
+
     def sse_payloads(self, include_usage: bool) -> list[bytes]:
         """The answer as ``chat.completion.chunk`` payloads (without ``[DONE]``)."""
         if self.kind == "sse":

@@ -20,15 +20,9 @@ from hotpath._errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["ApiError", "bad_request", "shorten", "upstream_api_error"]
+__all__ = ["ApiError", "bad_request", "upstream_api_error"]
 
 log = logging.getLogger("hotpath.gateway")
-
-
-def shorten(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ApiError(Exception):

@@ -79,10 +79,6 @@ def _too_large(size: int, limit: int) -> ApiError:
     )
 
 
-def header_list(content_type: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> Headers:
-    return [(b"content-type", content_type), *extra]
-
-
 async def send_bytes(
     send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:

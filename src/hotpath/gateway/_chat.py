@@ -59,10 +59,9 @@ class _Call:
         route: Route,
         controls: CacheControls,
         key: str | None,
-        headers: dict[str, str] | None,
     ) -> None:
         self.body = body
-        self.headers = headers
+        self.headers: dict[str, str] | None = None  # forwarded upstream; set on a miss
         self.route = route
         self.controls = controls
         self.key = key
@@ -91,7 +90,7 @@ async def chat_completions(state: State, request: Request) -> None:
             namespace=controls.namespace,
             prefix=settings.namespace,
         )
-    call = _Call(body, route, controls, key, route.forwarded(request.headers))
+    call = _Call(body, route, controls, key)
     metrics = state.metrics
     if key is not None and controls.lookup:
         assert cache is not None
@@ -133,6 +132,7 @@ async def _send_hit(
 
 
 async def _answer_miss(state: State, request: Request, call: _Call, outcome: bytes) -> None:
+    call.headers = call.route.forwarded(request.headers)
     flights = state.flights
     flight = flights.join(call.key) if call.key is not None else None
     headers = _cache_headers(call, outcome)
@@ -170,8 +170,7 @@ async def _send_answer(
     if not call.stream:
         await send_bytes(request.send, 200, answer.completion(), headers)
         return
-    payloads = answer.sse_payloads(call.include_usage)
-    data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) + _DONE
+    data = answer.sse_body(call.include_usage)
     await request.send(
         {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
     )
@@ -233,8 +232,7 @@ async def _relay_stream(
     tail = _DONE
     if answer is not None and answer.kind == "json":
         # The flight was answered whole (by another process's non-streamed call).
-        tail = b"".join([b"data: " + p + b"\n\n" for p in answer.sse_payloads(include_usage)])
-        tail += _DONE
+        tail = answer.sse_body(include_usage)
     if not started:
         await send(
             {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}

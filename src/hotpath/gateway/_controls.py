@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hotpath.gateway._api_errors import ApiError, shorten
+from hotpath._errors import short_repr
+from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request
 
 __all__ = ["CacheControls", "parse_controls"]
@@ -42,7 +43,7 @@ def _seconds(text: str, header: str, *, zero_ok: bool) -> float:
         raise ApiError(
             400,
             f"header {header} must be a {'non-negative' if zero_ok else 'positive'} "
-            f"number of seconds, got {shorten(text)}",
+            f"number of seconds, got {short_repr(text)}",
             param=header,
             code="invalid_header",
         )
@@ -76,7 +77,8 @@ def parse_controls(request: Request) -> CacheControls:
         if not ns or len(ns) > 200:
             raise ApiError(
                 400,
-                f"header x-hotpath-cache-namespace must be 1 to 200 characters, got {shorten(ns)}",
+                "header x-hotpath-cache-namespace must be 1 to 200 characters, "
+                f"got {short_repr(ns)}",
                 param="x-hotpath-cache-namespace",
                 code="invalid_header",
             )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotpath.gateway._api_errors import ApiError, bad_request, shorten
+from hotpath._errors import short_repr
+from hotpath.gateway._api_errors import ApiError, bad_request
 
 __all__ = ["check_chat", "check_embeddings", "parse_json"]
 
@@ -20,7 +21,7 @@ def parse_json(raw: bytes, loads: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
-        raise bad_request(f"request body must be a JSON object, got {shorten(body)}")
+        raise bad_request(f"request body must be a JSON object, got {short_repr(body)}")
     return body
 
 
@@ -30,7 +31,7 @@ def _missing(name: str) -> ApiError:
 
 def _typed(name: str, expected: str, value: object) -> ApiError:
     return bad_request(
-        f"field {name!r} must be {expected}, got {shorten(value)}",
+        f"field {name!r} must be {expected}, got {short_repr(value)}",
         param=name,
         code="invalid_type",
     )

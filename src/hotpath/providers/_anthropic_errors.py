@@ -27,18 +27,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStreamError",
     "anthropic_error_to_openai",
-    "show",
 ]
-
-_SHOW_LIMIT = 80
-
-
-def show(value: object) -> str:
-    """``repr(value)``, cut to about 80 characters so an error message stays readable."""
-    text = repr(value)
-    if len(text) <= _SHOW_LIMIT:
-        return text
-    return f"{text[: _SHOW_LIMIT - 3]}... ({len(text)} chars)"
 
 
 class TranslationError(HotpathError, ValueError):

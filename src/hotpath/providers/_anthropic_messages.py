@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from hotpath.providers._anthropic_errors import TranslationError, show
+from hotpath._errors import short_repr as show
+from hotpath.providers._anthropic_errors import TranslationError
 
 __all__ = ["translate_messages"]
 
@@ -237,7 +238,8 @@ def _file(value: object, path: str) -> dict[str, Any]:
     media_type, data = _data_url(data_url, f"{path}.file_data")
     if media_type != "application/pdf":
         raise TranslationError(
-            f"{path}.file_data must be a PDF, got {show(media_type)}", param=f"{path}.file_data"
+            f"{path}.file_data must be a PDF, got {show(media_type)}",
+            param=f"{path}.file_data",
         )
     source = {"type": "base64", "media_type": media_type, "data": data}
     return {"type": "document", "source": source}
@@ -247,6 +249,7 @@ def _data_url(url: str, path: str) -> tuple[str, str]:
     match = _DATA_URL.fullmatch(url)
     if match is None:
         raise TranslationError(
-            f"{path} must be an http(s) URL or a base64 data: URL, got {show(url)}", param=path
+            f"{path} must be an http(s) URL or a base64 data: URL, got {show(url)}",
+            param=path,
         )
     return match[1].lower(), match[2]

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from hotpath._errors import ConfigError
-from hotpath.providers._anthropic_errors import TranslationError, show
+from hotpath._errors import short_repr as show
+from hotpath.providers._anthropic_errors import TranslationError
 from hotpath.providers._anthropic_messages import translate_messages
 
 __all__ = ["chat_to_messages"]
@@ -107,7 +108,8 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
         raise TranslationError(
-            f"n must be 1 for Anthropic models (one choice per request), got {show(n)}", param="n"
+            f"n must be 1 for Anthropic models (one choice per request), got {show(n)}",
+            param="n",
         )
     modalities = body.get("modalities")
     if modalities not in (None, [], ["text"]):
@@ -120,7 +122,8 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         # null, false, 0, {} and [] ask for nothing and are accepted.
         if value not in (None, False, 0, {}, []):
             raise TranslationError(
-                f"{name}: Anthropic models do not support {what}; got {show(value)}", param=name
+                f"{name}: Anthropic models do not support {what}; got {show(value)}",
+                param=name,
             )
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 
-from hotpath.providers._anthropic_errors import UpstreamProtocolError, show
+from hotpath._errors import short_repr as show
+from hotpath.providers._anthropic_errors import UpstreamProtocolError
 
 __all__ = ["finish_reason", "messages_to_chat", "usage_to_openai"]
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from hotpath._errors import UpstreamStreamCutError
+from hotpath._errors import short_repr as show
 from hotpath.providers._anthropic_errors import (
     UpstreamProtocolError,
     UpstreamStreamError,
-    show,
 )
 from hotpath.providers._anthropic_response import finish_reason, usage_to_openai
 

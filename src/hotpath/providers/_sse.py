@@ -8,7 +8,7 @@ be relayed without decoding it. Comments (``: ping``) and other fields are skipp
 
 from __future__ import annotations
 
-__all__ = ["SSEParser", "encode_event"]
+__all__ = ["SSEParser"]
 
 
 class SSEParser:
@@ -68,10 +68,3 @@ def _parse_block(block: bytes) -> tuple[str, bytes] | None:
     if not data and not name:
         return None
     return name, b"\n".join(data)
-
-
-def encode_event(data: bytes, event: str = "") -> bytes:
-    """One SSE event carrying ``data`` (which must hold no newline)."""
-    if event:
-        return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
-    return b"data: " + data + b"\n\n"
