@@ -1,8 +1,8 @@
 """Early, precise rejection of bad keys, TTLs and tags, and of bad options.
 
 Call arguments (key, ttl, tags) raise the cache's own errors; constructor options
-raise :class:`~hotpath.ConfigError`. Every message names the argument and shows
-the value received.
+raise :class:`~hotpath.ConfigError` (the checks in :mod:`hotpath._options`, shared
+with the gateway). Every message names the argument and shows the value received.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from hotpath._errors import ConfigError, InvalidKeyError, InvalidTTLError
+from hotpath._errors import InvalidKeyError, InvalidTTLError
+from hotpath._options import check_count, check_non_negative, check_positive
 
 __all__ = [
     "check_count",
@@ -65,32 +66,3 @@ def check_tags(tags: Iterable[object] | None, arg: str = "tags") -> tuple[str, .
             raise InvalidKeyError(f"{arg}[{i}] must not be empty, got {tag!r}")
         out.append(t)
     return tuple(out)
-
-
-def check_positive(value: object, name: str) -> float:
-    """``value`` as a finite float > 0 (seconds, sizes of steps ...)."""
-    out = _finite(value, name, "a positive number")
-    if out <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return out
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """``value`` as a finite float >= 0."""
-    out = _finite(value, name, "a number >= 0")
-    if out < 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-    return out
-
-
-def check_count(value: object, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _finite(value: object, name: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
-    return float(value)

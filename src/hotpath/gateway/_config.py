@@ -16,6 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
+from hotpath._options import check_count, check_positive, check_text
 
 __all__ = [
     "CacheConfig",
@@ -34,26 +35,6 @@ DEFAULT_TIERS = ("memory://?max_entries=50000", "sqlite:///.hotpath/cache.db")
 def hash_key(key: str) -> str:
     """The stored form of a gateway key: its SHA-256, hex."""
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    if value == float("inf"):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _count(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _text(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-    return value
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -88,9 +69,9 @@ class UpstreamConfig:
     forward_headers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _text(self.name, "upstream name")
+        check_text(self.name, "upstream name")
         where = f"upstreams.{self.name}"
-        url = _text(self.base_url, f"{where}.base_url")
+        url = check_text(self.base_url, f"{where}.base_url")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{where}.base_url must be an http(s) URL, got {url!r}")
@@ -100,15 +81,15 @@ class UpstreamConfig:
             # The value is a secret: say what is wrong without echoing it.
             raise ConfigError(f"{where}.api_key must be a non-empty string")
         if self.api_key_env is not None:
-            _text(self.api_key_env, f"{where}.api_key_env")
+            check_text(self.api_key_env, f"{where}.api_key_env")
         if not isinstance(self.headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
             raise ConfigError(f"{where}.headers must map strings to strings")
         object.__setattr__(self, "headers", _frozen(self.headers))
         for name in ("connect_timeout", "read_timeout", "first_token_timeout"):
-            _positive(getattr(self, name), f"{where}.{name}")
-        _count(self.max_connections, f"{where}.max_connections")
+            check_positive(getattr(self, name), f"{where}.{name}")
+        check_count(self.max_connections, f"{where}.max_connections")
         if not isinstance(self.forward_headers, tuple | list) or not all(
             isinstance(h, str) and h for h in self.forward_headers
         ):
@@ -160,8 +141,8 @@ class CacheConfig:
             raise ConfigError(f"cache.tiers must be a list of tier URLs, got {self.tiers!r}")
         if self.enabled and not self.tiers:
             raise ConfigError("cache.tiers must name at least one tier when the cache is on")
-        _positive(self.ttl, "cache.ttl")
-        _text(self.namespace, "cache.namespace")
+        check_positive(self.ttl, "cache.ttl")
+        check_text(self.namespace, "cache.namespace")
 
     @property
     def redis_url(self) -> str | None:
@@ -178,14 +159,14 @@ class GatewayKey:
     tenant: str
 
     def __post_init__(self) -> None:
-        _text(self.name, "keys[].name")
+        check_text(self.name, "keys[].name")
         digest = self.sha256
         if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise ConfigError(
                 f"keys[{self.name}].sha256 must be 64 lowercase hex digits "
                 f"(`hotpath hash-key` prints it), got {digest!r}"
             )
-        _text(self.tenant, f"keys[{self.name}].tenant")
+        check_text(self.tenant, f"keys[{self.name}].tenant")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,12 +188,12 @@ class GatewayConfig:
     keys: tuple[GatewayKey, ...] = ()
 
     def __post_init__(self) -> None:
-        _text(self.host, "server.host")
-        _count(self.port, "server.port", 0)
+        check_text(self.host, "server.host")
+        check_count(self.port, "server.port", 0)
         if self.port > 65535:
             raise ConfigError(f"server.port must be at most 65535, got {self.port!r}")
-        _count(self.workers, "server.workers")
-        _count(self.max_body_bytes, "server.max_body_bytes")
+        check_count(self.workers, "server.workers")
+        check_count(self.max_body_bytes, "server.max_body_bytes")
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ConfigError(f"upstream names must be unique, got {names!r}")
