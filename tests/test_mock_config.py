@@ -14,11 +14,11 @@ import pytest
 
 import hotpath.providers.mock
 from hotpath import ConfigError
+from hotpath._tokens import count_chat_prompt, encoder_for
 from hotpath.providers.mock import Latency, MockConfig
 from hotpath.providers.mock._cli import add_parser, config_from_args, run
 from hotpath.providers.mock._content import VOCAB, Source, fill_schema
 from hotpath.providers.mock._server import CONFIG_ENV, app_from_env
-from hotpath.providers.mock._tokens import count_chat_prompt, encoder_for
 
 
 def test_public_names_exist_and_are_sorted() -> None:
@@ -109,6 +109,16 @@ def test_latency_rejects_bad_params() -> None:
         ("retry_after", -1),
         ("seed", 1.5),
         ("api_key", ""),
+        ("rate_limit_rpm", 0),
+        ("rate_limit_tpm", 2.5),
+        ("rate_limit_tpm", True),
+        ("context_window", -1),
+        ("context_windows", {"gpt-4o": 0}),
+        ("context_windows", [("gpt-4o", 10)]),
+        ("capacity", 0),
+        ("model_faults", {"gpt-4o": {"boom": 0.5}}),
+        ("model_faults", {"gpt-4o": {"500": 2}}),
+        ("model_faults", {"gpt-4o": ["500"]}),
     ],
 )
 def test_bad_config_names_field_and_value(field: str, value: Any) -> None:
@@ -116,7 +126,14 @@ def test_bad_config_names_field_and_value(field: str, value: Any) -> None:
         MockConfig(**{field: value})
     message = str(info.value)
     assert f"MockConfig.{field}" in message
-    shown = next(iter(value)) if isinstance(value, dict) and field == "faults" else value
+    shown: Any = value
+    if field == "faults":
+        shown = next(iter(value))
+    elif field == "model_faults":
+        shown = value["gpt-4o"]
+        shown = next(iter(shown)) if isinstance(shown, dict) else shown
+    elif field == "context_windows" and isinstance(value, dict):
+        shown = value["gpt-4o"]
     assert repr(shown) in message or repr(value) in message
 
 
@@ -127,15 +144,38 @@ def test_config_is_frozen_and_round_trips_through_json() -> None:
         faults={"429": 0.25},
         seed=3,
         api_key="k",
+        rate_limit_rpm=60,
+        rate_limit_tpm=90_000,
+        context_window=8192,
+        context_windows={"gpt-4o": 128_000},
+        capacity=4,
+        model_faults={"gpt-4o": {"500": 0.5, "hang": 0.1}},
     )
     with pytest.raises(AttributeError):
         config.seed = 4  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.faults["500"] = 0.1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.context_windows["x"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.model_faults["gpt-4o"]["429"] = 0.1  # type: ignore[index]
     again = MockConfig.from_json(config.to_json())
     assert again.to_json() == config.to_json()
+    assert again == config
+    assert (again.window("gpt-4o"), again.window("gpt-4.1")) == (128_000, 8192)
+    assert dict(again.faults_for("gpt-4o")) == {"500": 0.5, "hang": 0.1}
+    assert dict(again.faults_for("gpt-4.1")) == {"429": 0.25}
     with pytest.raises(ConfigError, match="unknown keys"):
         MockConfig.from_json(b'{"sed": 1}')
+
+
+def test_partial_json_updates_keep_the_other_fields() -> None:
+    config = MockConfig(completion_tokens=7, rate_limit_rpm=10)
+    updated = config.updated_from_json(b'{"capacity": 3, "rate_limit_rpm": null}')
+    assert (updated.completion_tokens, updated.capacity, updated.rate_limit_rpm) == (7, 3, None)
+    assert MockConfig.from_json(b'{"capacity": 3}') == MockConfig(capacity=3)
+    with pytest.raises(ConfigError, match=r"MockConfig\.capacity"):
+        config.updated_from_json(b'{"capacity": "many"}')
 
 
 def test_app_factory_reads_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,9 +264,41 @@ def test_cli_flags_build_the_config() -> None:
     assert dict(config.faults) == {"429": 0.1, "hang": 0.05}
     assert (config.retry_after, config.seed, config.api_key) == (2, 9, "k")
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 9000, 1)
+    assert (config.rate_limit_rpm, config.capacity, config.context_window) == (None, None, None)
+    assert (dict(config.context_windows), dict(config.model_faults)) == ({}, {})
 
 
-@pytest.mark.parametrize("argv", [["--fault", "boom=0.1"], ["--fault", "429"], ["--ttft", "soon"]])
+def test_cli_limit_flags_build_the_config() -> None:
+    args = parse(
+        "--rate-limit-rpm", "60", "--rate-limit-tpm", "90000", "--context-window", "8192",
+        "--model-context-window", "gpt-4o=128000", "--model-context-window", "ft:a:b=100",
+        "--capacity", "8", "--model-fault", "gpt-4o:500=0.5", "--model-fault", "gpt-4o:hang=0.1",
+        "--model-fault", "ft:gpt-4o:org::x:429=1",
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert (config.rate_limit_rpm, config.rate_limit_tpm) == (60, 90000)
+    assert (config.context_window, config.capacity) == (8192, 8)
+    assert dict(config.context_windows) == {"gpt-4o": 128000, "ft:a:b": 100}
+    assert {m: dict(f) for m, f in config.model_faults.items()} == {
+        "gpt-4o": {"500": 0.5, "hang": 0.1},
+        "ft:gpt-4o:org::x": {"429": 1.0},
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fault", "boom=0.1"],
+        ["--fault", "429"],
+        ["--ttft", "soon"],
+        ["--model-fault", "500=1"],
+        ["--model-fault", "gpt-4o:boom=1"],
+        ["--model-fault", "gpt-4o:500=2"],
+        ["--model-context-window", "gpt-4o"],
+        ["--model-context-window", "gpt-4o=0"],
+        ["--rate-limit-rpm", "many"],
+    ],
+)
 def test_cli_rejects_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse(*argv)
@@ -235,6 +307,8 @@ def test_cli_rejects_bad_flags(argv: list[str]) -> None:
 def test_cli_run_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(parse("--completion-tokens", "0")) == 2
     assert "MockConfig.completion_tokens" in capsys.readouterr().err
+    assert run(parse("--rate-limit-rpm", "0")) == 2
+    assert "MockConfig.rate_limit_rpm" in capsys.readouterr().err
 
 
 def test_cli_run_serves_until_stopped(capsys: pytest.CaptureFixture[str]) -> None:

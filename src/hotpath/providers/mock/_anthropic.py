@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
+from hotpath._tokens import count_anthropic_prompt, encoder_for
 from hotpath.providers.mock._content import Answer, Spec, generate, request_digest
 from hotpath.providers.mock._http import Reply, anthropic_error
 from hotpath.providers.mock._openai import Context
-from hotpath.providers.mock._tokens import count_anthropic_prompt, encoder_for
 
 __all__ = ["messages"]
 
@@ -78,7 +78,8 @@ def messages(ctx: Context, payload: Any, content_filter: bool) -> Reply:
     input_tokens = count_anthropic_prompt(encoder, system, msgs, tools)
     message_id = f"msg_{ctx.new_id()}"
     if payload.get("stream") is True:
-        return Reply(frames=_frames(message_id, model, answer, input_tokens))
+        frames = _frames(message_id, model, answer, input_tokens)
+        return Reply(frames=frames, prompt_tokens=input_tokens)
     body = {
         "id": message_id,
         "type": "message",
@@ -89,7 +90,7 @@ def messages(ctx: Context, payload: Any, content_filter: bool) -> Reply:
         "stop_sequence": answer.stop_sequence,
         "usage": _usage(input_tokens, answer.tokens),
     }
-    return Reply(body=orjson.dumps(body), tokens=answer.tokens)
+    return Reply(body=orjson.dumps(body), tokens=answer.tokens, prompt_tokens=input_tokens)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:

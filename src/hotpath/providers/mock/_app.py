@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 
+from hotpath._asgi_types import Message
+from hotpath._clock import Clock, SystemClock
+from hotpath._errors import ConfigError
 from hotpath.providers.mock._anthropic import messages
 from hotpath.providers.mock._config import MockConfig
 from hotpath.providers.mock._embeddings import embeddings
@@ -23,6 +26,7 @@ from hotpath.providers.mock._faults import ERRORS, Plan, anthropic_fault, openai
 from hotpath.providers.mock._http import (
     SSE_HEADERS,
     CutConnection,
+    Header,
     Peer,
     Receive,
     Reply,
@@ -33,6 +37,13 @@ from hotpath.providers.mock._http import (
     openai_error,
     read_body,
     send_reply,
+)
+from hotpath.providers.mock._limits import (
+    RateLimits,
+    anthropic_context_error,
+    anthropic_rejection,
+    openai_context_error,
+    openai_rejection,
 )
 from hotpath.providers.mock._openai import chat_completions, list_models
 
@@ -56,7 +67,12 @@ class MockStats:
     or not, valid or not); ``stream_requests`` those of them with ``stream: true``.
     ``cancelled`` counts clients that went away before their answer finished
     (noticed while the mock was waiting: ttft, tps spacing, or a hang).
-    ``in_flight`` is a gauge, not reset.
+    ``rate_limited`` counts 429s of the configured rate limits (not injected
+    faults), ``context_length_exceeded`` the 400s of the context windows and
+    ``stretched`` the requests whose latency was stretched because more than
+    ``capacity`` requests were in flight.
+    ``in_flight`` is a gauge, not reset; ``peak_in_flight`` its highest value
+    since start or the last reset.
     """
 
     chat_requests: int = 0
@@ -67,9 +83,14 @@ class MockStats:
     faults_injected: int = 0
     in_flight: int = 0
     cancelled: int = 0
+    rate_limited: int = 0
+    context_length_exceeded: int = 0
+    stretched: int = 0
+    peak_in_flight: int = 0
 
 
-_COUNTERS = tuple(f.name for f in dataclasses.fields(MockStats) if f.name != "in_flight")
+_GAUGES = ("in_flight", "peak_in_flight")
+_COUNTERS = tuple(f.name for f in dataclasses.fields(MockStats) if f.name not in _GAUGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +110,31 @@ def _input_count(value: object) -> int:
 
 
 class MockApp:
-    """The ASGI app. Counters are plain ints, safe to read from other threads."""
+    """The ASGI app. Counters are plain ints, safe to read from other threads.
 
-    def __init__(self, config: MockConfig | None = None, *, max_recorded: int = 1000) -> None:
+    *clock* (default: the system clock) drives the rate-limit buckets and the
+    ``created`` timestamps; tests pass a ``ManualClock``.
+    """
+
+    def __init__(
+        self,
+        config: MockConfig | None = None,
+        *,
+        max_recorded: int = 1000,
+        clock: Clock | None = None,
+    ) -> None:
         self._config = config or MockConfig()
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._limits = RateLimits(
+            self._config.rate_limit_rpm, self._config.rate_limit_tpm, self._clock
+        )
         self._rng = random.Random(self._config.seed)
         self.requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._prefix = os.urandom(5).hex()
         self._ids = itertools.count(1)
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._in_flight = 0
+        self._peak = 0
         self._changed = threading.Condition()
         self._waiters = 0
 
@@ -106,19 +142,31 @@ class MockApp:
     def config(self) -> MockConfig:
         return self._config
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def set_config(self, config: MockConfig) -> None:
-        """Swap the behaviour for the next requests (and re-seed the RNG)."""
+        """Swap the behaviour for the next requests (and re-seed the RNG).
+
+        Rate-limit buckets whose limit did not change keep their level; a
+        changed limit starts with a full bucket.
+        """
         if not isinstance(config, MockConfig):
             raise TypeError(f"set_config: expected a MockConfig, got {config!r}")
+        self._limits.reconfigure(config.rate_limit_rpm, config.rate_limit_tpm)
         self._config = config
         self._rng = random.Random(config.seed)
 
     def stats(self) -> MockStats:
-        return MockStats(in_flight=self._in_flight, **self._counts)
+        return MockStats(in_flight=self._in_flight, peak_in_flight=self._peak, **self._counts)
 
     def reset(self) -> None:
-        """Zero the counters (not ``in_flight``), forget recorded requests, re-seed."""
+        """Zero the counters (not ``in_flight``), forget recorded requests, re-seed,
+        refill the rate-limit buckets."""
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._peak = self._in_flight
+        self._limits.refill()
         self.requests.clear()
         self._rng = random.Random(self._config.seed)
         self._notify()
@@ -153,7 +201,7 @@ class MockApp:
         return f"{self._prefix}{next(self._ids):010x}"
 
     def now(self) -> int:
-        return int(time.time())
+        return int(self._clock.now())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,7 +212,7 @@ class MockApp:
         route = _ROUTES.get(path)
         body = await read_body(receive)
         if route is None:
-            await send_reply(send, self._control(scope["method"], path))
+            await send_reply(send, self._control(scope["method"], path, body))
             return
         method, kind = route
         if scope["method"] != method:
@@ -173,6 +221,8 @@ class MockApp:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self._in_flight += 1
+        if self._in_flight > self._peak:
+            self._peak = self._in_flight
         peer = Peer(receive)
         try:
             await self._handle(kind, path, headers, body, peer, send)
@@ -181,12 +231,21 @@ class MockApp:
             peer.close()
             self._notify()
 
-    def _control(self, method: str, path: str) -> Reply:
+    def _control(self, method: str, path: str, body: bytes) -> Reply:
         if path == "/mock/stats" and method == "GET":
             return json_reply(dataclasses.asdict(self.stats()))
         if path == "/mock/reset" and method == "POST":
             self.reset()
             return json_reply(dataclasses.asdict(self.stats()))
+        if path == "/mock/config" and method == "GET":
+            return Reply(body=self._config.to_json())
+        if path == "/mock/config" and method == "POST":
+            try:
+                config = self._config.updated_from_json(body)
+            except ConfigError as exc:
+                return openai_error(400, str(exc), code="invalid_config")
+            self.set_config(config)
+            return Reply(body=config.to_json())
         msg = f"Unknown request URL: {method} {path}."
         return openai_error(404, msg, code="unknown_url")
 
@@ -217,6 +276,13 @@ class MockApp:
             self._count("anthropic_requests")
         error = anthropic_fault if anthropic else openai_fault
         config = self._config
+        limits = self._limits if config.rate_limited and kind != _MODELS else None
+        extra: list[Header] | None = None
+        if limits is not None or config.capacity is not None:
+            # Every response of the route carries the limits' state as it is when
+            # the response starts, and the *extra* headers added on the way.
+            extra = []
+            send = _adding_headers(send, extra, limits, anthropic)
         if config.api_key is not None and not _authorized(headers, config.api_key, anthropic):
             await send_reply(send, error("401"))
             return
@@ -227,7 +293,7 @@ class MockApp:
             await send_reply(send, error("json"))
             return
         try:
-            todo = plan(headers, config, self._rng)
+            todo = plan(headers, config, self._rng, payload.get("model") if is_dict else None)
         except ValueError as exc:
             bad = anthropic_error(400, str(exc)) if anthropic else openai_error(400, str(exc))
             await send_reply(send, bad)
@@ -238,6 +304,11 @@ class MockApp:
         if reply.status != 200:
             await send_reply(send, reply)
             return
+        if todo.window is not None or limits is not None:
+            refusal = self._check_limits(kind, payload, reply, todo.window, limits)
+            if refusal is not None:
+                await send_reply(send, refusal)
+                return
         fault = todo.fault
         if fault is not None and (fault != "content_filter" or content_filter):
             self._count("faults_injected")
@@ -246,16 +317,58 @@ class MockApp:
         elif fault == "hang":
             if not await peer.wait(None):
                 self._count("cancelled")
-        elif not await self._answer(reply, todo, peer, send):
-            self._count("cancelled")
+        else:
+            stretch = 1.0
+            if config.capacity is not None and extra is not None:
+                # Processor sharing: beyond capacity, everyone gets a slice.
+                stretch = max(1.0, self._in_flight / config.capacity)
+                if stretch > 1.0:
+                    self._count("stretched")
+                extra.append((b"x-mock-stretch", f"{stretch:g}".encode()))
+            if not await self._answer(reply, todo, stretch, peer, send):
+                self._count("cancelled")
 
-    async def _answer(self, reply: Reply, plan: Plan, peer: Peer, send: Send) -> bool:
-        """Send *reply* on schedule; False if the client left first."""
+    def _check_limits(
+        self, kind: str, payload: Any, reply: Reply, window: int | None, limits: RateLimits | None
+    ) -> Reply | None:
+        """The 400 of a context window or the 429 of a rate limit the valid
+        request *payload* runs into, if any (admitting it otherwise)."""
+        anthropic = kind == _MESSAGES
+        if kind == _EMBED:
+            requested: int | None = None
+            reserve = 0
+        else:
+            requested = _requested(payload, anthropic)
+            n = payload.get("n") if not anthropic else None
+            n = n if isinstance(n, int) else 1
+            reserve = (requested or self._config.completion_tokens) * n
+        prompt = reply.prompt_tokens
+        if window is not None and kind != _EMBED and prompt + (requested or 0) > window:
+            self._count("context_length_exceeded")
+            if anthropic:
+                return anthropic_context_error(window, prompt, requested or 0)
+            return openai_context_error(window, prompt + (requested or 0))
+        if limits is None:
+            return None
+        rejection = limits.admit(prompt + reserve)
+        if rejection is None:
+            return None
+        self._count("rate_limited")
+        if anthropic:
+            return anthropic_rejection(rejection)
+        return openai_rejection(rejection, str(payload.get("model")))
+
+    async def _answer(
+        self, reply: Reply, plan: Plan, stretch: float, peer: Peer, send: Send
+    ) -> bool:
+        """Send *reply* on schedule, its latency stretched by *stretch*; False if
+        the client left first."""
         cut = plan.fault == "cut"
         frames = reply.frames
-        tps = plan.tps
+        tps = plan.tps / stretch if plan.tps else None
+        ttft = plan.ttft * stretch
         if frames is None:
-            delay = plan.ttft + (reply.tokens / tps if tps else 0.0)
+            delay = ttft + (reply.tokens / tps if tps else 0.0)
             if not await peer.wait(delay):
                 return False
             if not cut:
@@ -271,7 +384,7 @@ class MockApp:
                 {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
             )
             raise CutConnection
-        if not await peer.wait(plan.ttft):
+        if not await peer.wait(ttft):
             return False
         if cut:
             frames = frames[: max(1, len(frames) // 2)]
@@ -291,6 +404,34 @@ class MockApp:
         if cut:
             raise CutConnection
         return True
+
+
+def _requested(payload: dict[str, Any], anthropic: bool) -> int | None:
+    """The completion tokens a valid request asks for at most, if it says."""
+    if anthropic:
+        value = payload.get("max_tokens")
+    else:
+        value = payload.get("max_completion_tokens")
+        if value is None:
+            value = payload.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+def _adding_headers(
+    send: Send, extra: list[Header], limits: RateLimits | None, anthropic: bool
+) -> Send:
+    """*send* that adds the rate-limit headers of *limits* and *extra* (both as
+    they are when the response starts) to the response's headers."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message["headers"], *extra]
+            if limits is not None:
+                headers += limits.anthropic_headers() if anthropic else limits.openai_headers()
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
 
 
 def _authorized(headers: dict[str, str], key: str, anthropic: bool) -> bool:

@@ -32,6 +32,26 @@ def _fault(text: str) -> tuple[str, float]:
     return name, value
 
 
+def _model_fault(text: str) -> tuple[str, str, float]:
+    target, sep, _prob = text.rpartition("=")
+    model, colon, _ = target.rpartition(":")
+    if not (sep and colon and model):
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL:NAME=PROBABILITY (e.g. gpt-4o:500=1), got {text!r}"
+        )
+    fault, prob = _fault(text[len(model) + 1 :])
+    return model, fault, prob
+
+
+def _model_window(text: str) -> tuple[str, int]:
+    model, sep, size = text.rpartition("=")
+    if not (sep and model and size.isascii() and size.isdigit() and int(size) > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL=TOKENS with TOKENS an integer > 0, got {text!r}"
+        )
+    return model, int(size)
+
+
 def _latency(text: str) -> Latency:
     try:
         return Latency.parse(text)
@@ -73,6 +93,41 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429s (seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of latency and fault sampling")
     p.add_argument("--api-key", default=None, help="require this API key")
+    p.add_argument(
+        "--model-fault",
+        type=_model_fault,
+        action="append",
+        default=[],
+        metavar="MODEL:NAME=PROB",
+        help="inject a fault at random into requests for MODEL only (instead of --fault); "
+        "repeatable",
+    )
+    p.add_argument(
+        "--rate-limit-rpm", type=int, default=None, help="requests per minute (default: none)"
+    )
+    p.add_argument(
+        "--rate-limit-tpm", type=int, default=None, help="tokens per minute (default: none)"
+    )
+    p.add_argument(
+        "--context-window",
+        type=int,
+        default=None,
+        help="context window of every model, in tokens (default: unlimited)",
+    )
+    p.add_argument(
+        "--model-context-window",
+        type=_model_window,
+        action="append",
+        default=[],
+        metavar="MODEL=TOKENS",
+        help="context window of one model; repeatable",
+    )
+    p.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="requests served at full speed; more in flight stretch latency (default: unlimited)",
+    )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
 
 
@@ -87,7 +142,20 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         retry_after=args.retry_after,
         seed=args.seed,
         api_key=args.api_key,
+        rate_limit_rpm=args.rate_limit_rpm,
+        rate_limit_tpm=args.rate_limit_tpm,
+        context_window=args.context_window,
+        context_windows=dict(args.model_context_window),
+        capacity=args.capacity,
+        model_faults=_group(args.model_fault),
     )
+
+
+def _group(model_faults: list[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for model, fault, prob in model_faults:
+        out.setdefault(model, {})[fault] = prob
+    return out
 
 
 def run(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from hotpath._errors import ConfigError
+from hotpath._options import check_count
 
 __all__ = ["FAULTS", "Latency", "MockConfig", "parse_duration"]
 
@@ -190,6 +191,18 @@ class MockConfig:
     - ``seed``: seeds the RNG that samples latencies and faults.
     - ``api_key``: when set, requests must carry it (``Authorization: Bearer`` on
       OpenAI routes, ``x-api-key`` on the Anthropic route) or get a 401.
+    - ``rate_limit_rpm`` / ``rate_limit_tpm``: requests / tokens per minute, as
+      token buckets (capacity = the limit, continuous refill); a request takes 1
+      request and its prompt tokens + ``max_tokens`` (else ``completion_tokens``)
+      tokens at admission, or gets a 429. ``None``: no limit.
+    - ``context_window``: the context window of every model (``None``: unlimited);
+      ``context_windows`` per model name, overriding it. A prompt whose tokens plus
+      ``max_tokens`` exceed it gets a 400 ``context_length_exceeded``.
+    - ``capacity``: requests the upstream serves at full speed; with more in
+      flight, a new request's ttft and token spacing are stretched by
+      ``in_flight / capacity``. ``None``: unlimited.
+    - ``model_faults``: model name -> (fault -> probability); requests for a
+      listed model draw their fault from its table instead of ``faults``.
     """
 
     ttft: Latency = field(default_factory=Latency)
@@ -200,6 +213,12 @@ class MockConfig:
     retry_after: float = 1.0
     seed: int = 0
     api_key: str | None = None
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    context_window: int | None = None
+    context_windows: Mapping[str, int] = field(default_factory=dict)
+    capacity: int | None = None
+    model_faults: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ttft, Latency):
@@ -233,6 +252,39 @@ class MockConfig:
             raise ConfigError(
                 f"MockConfig.api_key: expected a non-empty printable str or None, got {key!r}"
             )
+        for name in ("rate_limit_rpm", "rate_limit_tpm", "context_window", "capacity"):
+            value = getattr(self, name)
+            if value is not None:
+                check_count(value, f"MockConfig.{name}")
+        object.__setattr__(self, "context_windows", MappingProxyType(_check_windows(self)))
+        models = self.model_faults
+        if not isinstance(models, Mapping):
+            raise ConfigError(
+                f"MockConfig.model_faults: expected a mapping model -> (fault -> probability), "
+                f"got {models!r}"
+            )
+        checked: dict[str, Mapping[str, float]] = {}
+        for model, faults in models.items():
+            where = f"MockConfig.model_faults[{model!r}]"
+            if not isinstance(model, str) or not model:
+                raise ConfigError(f"MockConfig.model_faults: bad model name {model!r}")
+            checked[model] = MappingProxyType(_check_faults(faults, where))
+        object.__setattr__(self, "model_faults", MappingProxyType(checked))
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether a rate limit is configured."""
+        return self.rate_limit_rpm is not None or self.rate_limit_tpm is not None
+
+    def window(self, model: str) -> int | None:
+        """The context window of *model* (``None``: unlimited)."""
+        return self.context_windows.get(model, self.context_window)
+
+    def faults_for(self, model: object) -> Mapping[str, float]:
+        """The fault table requests for *model* draw from."""
+        if self.model_faults and isinstance(model, str):
+            return self.model_faults.get(model, self.faults)
+        return self.faults
 
     def to_json(self) -> bytes:
         """Serialize to JSON that :meth:`from_json` reads back (used to hand the
@@ -247,18 +299,30 @@ class MockConfig:
                 "retry_after": self.retry_after,
                 "seed": self.seed,
                 "api_key": self.api_key,
+                "rate_limit_rpm": self.rate_limit_rpm,
+                "rate_limit_tpm": self.rate_limit_tpm,
+                "context_window": self.context_window,
+                "context_windows": dict(self.context_windows),
+                "capacity": self.capacity,
+                "model_faults": {m: dict(f) for m, f in self.model_faults.items()},
             }
         )
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MockConfig:
-        """Inverse of :meth:`to_json`; raises :class:`ConfigError` on bad input."""
-        try:
-            raw: Any = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"MockConfig JSON: not valid JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"MockConfig JSON: expected an object, got {raw!r}")
+        """Inverse of :meth:`to_json`; raises :class:`ConfigError` on bad input.
+        Missing keys get their defaults."""
+        return cls._from_dict(_json_object(data))
+
+    def updated_from_json(self, data: bytes | str) -> MockConfig:
+        """This config with the keys of the JSON object *data* (the
+        :meth:`to_json` format) replaced; missing keys keep their values."""
+        raw = orjson.loads(self.to_json())
+        raw.update(_json_object(data))
+        return self._from_dict(raw)
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> MockConfig:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"MockConfig JSON: unknown keys {sorted(unknown)!r}")
@@ -267,23 +331,41 @@ class MockConfig:
         return cls(**raw)
 
 
-def _check_faults(faults: object) -> dict[str, float]:
-    if not isinstance(faults, Mapping):
+def _json_object(data: bytes | str) -> dict[str, Any]:
+    try:
+        raw: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"MockConfig JSON: not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"MockConfig JSON: expected an object, got {raw!r}")
+    return raw
+
+
+def _check_windows(config: MockConfig) -> dict[str, int]:
+    windows = config.context_windows
+    if not isinstance(windows, Mapping):
         raise ConfigError(
-            f"MockConfig.faults: expected a mapping name -> probability, got {faults!r}"
+            f"MockConfig.context_windows: expected a mapping model -> tokens, got {windows!r}"
         )
+    checked: dict[str, int] = {}
+    for model, size in windows.items():
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"MockConfig.context_windows: bad model name {model!r}")
+        checked[model] = check_count(size, f"MockConfig.context_windows[{model!r}]")
+    return checked
+
+
+def _check_faults(faults: object, where: str = "MockConfig.faults") -> dict[str, float]:
+    if not isinstance(faults, Mapping):
+        raise ConfigError(f"{where}: expected a mapping name -> probability, got {faults!r}")
     checked: dict[str, float] = {}
     for name, prob in faults.items():
         if name not in FAULTS:
-            raise ConfigError(
-                f"MockConfig.faults: unknown fault {name!r}, expected one of {sorted(FAULTS)}"
-            )
+            raise ConfigError(f"{where}: unknown fault {name!r}, expected one of {sorted(FAULTS)}")
         if not (_is_number(prob) and 0 <= prob <= 1):
-            raise ConfigError(
-                f"MockConfig.faults[{name!r}]: expected a probability in [0, 1], got {prob!r}"
-            )
+            raise ConfigError(f"{where}[{name!r}]: expected a probability in [0, 1], got {prob!r}")
         checked[name] = float(prob)
     total = sum(checked.values())
     if total > 1 + 1e-9:
-        raise ConfigError(f"MockConfig.faults: probabilities sum to {total:g} > 1: {checked!r}")
+        raise ConfigError(f"{where}: probabilities sum to {total:g} > 1: {checked!r}")
     return checked

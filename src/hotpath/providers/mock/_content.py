@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from hotpath.providers.mock._tokens import Encoder
+from hotpath._tokens import Encoder
 
 __all__ = [
     "VOCAB",

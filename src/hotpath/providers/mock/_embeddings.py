@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
+from hotpath._tokens import encoder_for
 from hotpath.providers.mock._http import Reply, openai_error
 from hotpath.providers.mock._openai import Context
-from hotpath.providers.mock._tokens import encoder_for
 
 __all__ = ["embed", "embeddings"]
 
@@ -126,4 +126,4 @@ def embeddings(ctx: Context, payload: Any) -> Reply:
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return Reply(body=orjson.dumps(body))
+    return Reply(body=orjson.dumps(body), prompt_tokens=tokens)

@@ -16,12 +16,14 @@ ERRORS = frozenset({"429", "500", "503"})
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do with one request: which fault (if any), and its timing."""
+    """What to do with one request: which fault (if any), its timing, and the
+    context window it must fit (``None``: unlimited)."""
 
     fault: str | None
     ttft: float
     tps: float | None
     retry_after: float
+    window: int | None = None
 
 
 def _header_number(headers: dict[str, str], name: str, strict: bool) -> float | None:
@@ -39,15 +41,19 @@ def _header_number(headers: dict[str, str], name: str, strict: bool) -> float | 
     return value
 
 
-def plan(headers: dict[str, str], config: MockConfig, rng: random.Random) -> Plan:
+def plan(
+    headers: dict[str, str], config: MockConfig, rng: random.Random, model: object = None
+) -> Plan:
     """The request's plan: ``x-mock-*`` headers override *config*, whose faults
-    and ttft are sampled from *rng*. Raises ``ValueError`` naming a bad header."""
+    (those of *model* if ``model_faults`` lists it) and ttft are sampled from
+    *rng*. Raises ``ValueError`` naming a bad header."""
     fault = headers.get("x-mock-fault")
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"header x-mock-fault: expected one of {sorted(FAULTS)}, got {fault!r}")
-    if fault is None and config.faults:
+    faults = config.faults_for(model)
+    if fault is None and faults:
         draw = rng.random()
-        for name, probability in config.faults.items():
+        for name, probability in faults.items():
             draw -= probability
             if draw < 0:
                 fault = name
@@ -56,7 +62,18 @@ def plan(headers: dict[str, str], config: MockConfig, rng: random.Random) -> Pla
     ttft = ttft_ms / 1000 if ttft_ms is not None else config.ttft.sample(rng)
     tps = _header_number(headers, "x-mock-tps", strict=True) or config.tokens_per_second
     retry = _header_number(headers, "x-mock-retry-after", strict=False)
-    return Plan(fault, ttft, tps, config.retry_after if retry is None else retry)
+    window_text = headers.get("x-mock-context-window")
+    if window_text is None:
+        window = config.context_window
+        if config.context_windows and isinstance(model, str):
+            window = config.context_windows.get(model, window)
+    elif window_text.isascii() and window_text.isdigit() and int(window_text) > 0:
+        window = int(window_text)
+    else:
+        raise ValueError(
+            f"header x-mock-context-window: expected an integer > 0, got {window_text!r}"
+        )
+    return Plan(fault, ttft, tps, config.retry_after if retry is None else retry, window)
 
 
 def _retry_headers(seconds: float) -> list[Header]:

@@ -61,7 +61,9 @@ class Reply:
     """A response: a complete ``body``, or SSE ``frames`` for a stream.
 
     Stream frame ``i`` is due ``i / tps`` after the first; ``tokens`` is how many
-    tokens a non-streaming body took to "generate" (for the ``tps`` delay).
+    tokens a non-streaming body took to "generate" (for the ``tps`` delay);
+    ``prompt_tokens`` how many the request's input counts (for rate limits and
+    context windows).
     """
 
     status: int = 200
@@ -69,6 +71,7 @@ class Reply:
     frames: list[bytes] | None = None
     tokens: int = 0
     headers: list[Header] = field(default_factory=list)
+    prompt_tokens: int = 0
 
 
 def json_reply(payload: object, status: int = 200, headers: list[Header] | None = None) -> Reply:

@@ -6,10 +6,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from hotpath._tokens import count_chat_prompt, encoder_for
 from hotpath.providers.mock._config import MockConfig
 from hotpath.providers.mock._content import VOCAB, Answer, Source, Spec, generate, request_digest
 from hotpath.providers.mock._http import Reply, json_reply, openai_error
-from hotpath.providers.mock._tokens import count_chat_prompt, encoder_for
 
 __all__ = ["MODELS", "Context", "chat_completions", "list_models"]
 
@@ -187,7 +187,7 @@ def chat_completions(ctx: Context, payload: Any, content_filter: bool) -> Reply:
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         frames = _frames(head, answers, usage if include_usage else None, logprobs, top_n)
-        return Reply(frames=frames)
+        return Reply(frames=frames, prompt_tokens=prompt)
     choices = [
         {
             "index": i,
@@ -204,7 +204,9 @@ def chat_completions(ctx: Context, payload: Any, content_filter: bool) -> Reply:
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
-    return Reply(body=orjson.dumps(body), tokens=max(a.tokens for a in answers))
+    return Reply(
+        body=orjson.dumps(body), tokens=max(a.tokens for a in answers), prompt_tokens=prompt
+    )
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:

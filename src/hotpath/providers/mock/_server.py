@@ -14,11 +14,12 @@ import uvicorn
 
 from hotpath._background import BackgroundServer, PromptServer, bind
 from hotpath._background import uvicorn_config as shared_config
+from hotpath._clock import Clock
 from hotpath._errors import ConfigError
+from hotpath._tokens import warm_up
 from hotpath.providers.mock._app import MockApp, MockStats, RecordedRequest
 from hotpath.providers.mock._config import MockConfig
 from hotpath.providers.mock._http import install_cut_log_filter
-from hotpath.providers.mock._tokens import warm_up
 
 __all__ = ["CONFIG_ENV", "MockUpstream", "app_from_env", "serve", "uvicorn_config"]
 
@@ -51,7 +52,8 @@ class MockUpstream:
     Run it on a background thread (``with MockUpstream(config) as mock:`` or
     :meth:`start_in_thread` / :meth:`stop`) or in the running event loop
     (``async with MockUpstream(config) as mock:``). ``port=0`` picks a free port;
-    :attr:`port` and :attr:`url` are known once started.
+    :attr:`port` and :attr:`url` are known once started. *clock* (default: the
+    system clock) drives the rate-limit buckets; tests pass a ``ManualClock``.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class MockUpstream:
         host: str = "127.0.0.1",
         port: int = 0,
         max_recorded: int = 1000,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ConfigError(f"MockUpstream.port: expected an int in [0, 65535], got {port!r}")
@@ -70,7 +73,7 @@ class MockUpstream:
             raise ConfigError(
                 f"MockUpstream.max_recorded: expected an int >= 0, got {max_recorded!r}"
             )
-        self._app = MockApp(config, max_recorded=max_recorded)
+        self._app = MockApp(config, max_recorded=max_recorded, clock=clock)
         self._host = host
         self._port = port
         self._server: PromptServer | None = None  # serving in the caller's loop
