@@ -21,6 +21,9 @@ BENCHES = [
     ("bench.hit_ratio", "hit_ratio.md"),
     ("bench.gateway", "gateway.md"),
     ("bench.gateway_choices", "gateway_choices.md"),
+    ("bench.traffic_rate_speed", "traffic_rate_speed.md"),
+    ("bench.traffic_path", "traffic_path.md"),
+    ("bench.concurrency_sim", "concurrency_sim.md"),
 ]
 
 

@@ -11,8 +11,16 @@ from typing import Any, Literal
 import openai
 
 from hotpath._background import BackgroundServer
-from hotpath.gateway import CacheConfig, Gateway, GatewayConfig, ModelRoute, UpstreamConfig
+from hotpath.gateway import (
+    CacheConfig,
+    Gateway,
+    GatewayConfig,
+    ModelRoute,
+    TrafficConfig,
+    UpstreamConfig,
+)
 from hotpath.providers.mock import MockUpstream
+from hotpath.traffic._retry import RetryPolicy
 
 
 def gateway_config(
@@ -39,6 +47,9 @@ def gateway_config(
         **upstream_options,
     )
     models = options.pop("models", {"*": ModelRoute(upstream="mock")})
+    # One try per request unless a test asks for traffic control's retries: these
+    # tests count the upstream's requests.
+    options.setdefault("traffic", TrafficConfig(retry=RetryPolicy(attempts=1)))
     return GatewayConfig(upstreams=(upstream,), models=models, cache=cache, **options)
 
 
@@ -62,7 +73,8 @@ def sdk(server_or_url: BackgroundServer | str, **options: Any) -> openai.OpenAI:
     """A sync openai client for the gateway (or a URL), closed after the test
     (``close_clients``, an autouse fixture): an unclosed one leaks sockets."""
     base = server_or_url if isinstance(server_or_url, str) else f"{server_or_url.base}/v1"
-    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, **options)
+    options.setdefault("api_key", "unused")
+    client = openai.OpenAI(base_url=base, max_retries=0, **options)
     _clients.append(client)
     return client
 

@@ -7,10 +7,12 @@ import sys
 
 import hotpath
 import hotpath.cache
+import hotpath.gateway
+import hotpath.traffic
 
 
 def test_all_names_exist_and_are_sorted() -> None:
-    for module in (hotpath, hotpath.cache):
+    for module in (hotpath, hotpath.cache, hotpath.gateway, hotpath.traffic):
         assert sorted(module.__all__) == list(module.__all__)
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name} missing"
@@ -43,8 +45,31 @@ def test_errors_form_one_tree() -> None:
         "InvalidTTLError",
         "CodecError",
         "KeyBuildError",
+        "TrafficError",
     ):
         assert issubclass(getattr(hotpath, name), hotpath.HotpathError)
+    for name in ("RateLimitedError", "OverloadedError", "CircuitOpenError"):
+        assert issubclass(getattr(hotpath, name), hotpath.TrafficError)
+        assert getattr(hotpath.traffic, name) is getattr(hotpath, name)
+
+
+def test_traffic_names_of_the_issue_are_public() -> None:
+    names = {
+        "LocalRateLimiter",
+        "RedisRateLimiter",
+        "ConcurrencyLimiter",
+        "Gradient2Limit",
+        "VegasLimit",
+        "AIMDLimit",
+        "CircuitBreaker",
+        "RedisBreakerSync",
+        "RetryPolicy",
+        "RetryBudget",
+        "retry",
+        "Router",
+        "ProviderLimits",
+    }
+    assert names <= set(hotpath.traffic.__all__)
 
 
 def test_import_starts_no_threads_and_opens_no_sockets() -> None:
@@ -53,7 +78,7 @@ def test_import_starts_no_threads_and_opens_no_sockets() -> None:
         "opened = []\n"
         "orig = socket.socket.connect\n"
         "socket.socket.connect = lambda self, *a: opened.append(a) or orig(self, *a)\n"
-        "import hotpath, hotpath.cache\n"
+        "import hotpath, hotpath.cache, hotpath.traffic\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "assert not opened, opened\n"
         "import sys\n"

@@ -14,6 +14,10 @@ Every error hotpath raises on purpose derives from :class:`HotpathError`::
         ├── UpstreamUnavailableError  the provider could not be reached (connect failed)
         ├── UpstreamTimeoutError      no answer (or no next chunk) within the timeout
         └── UpstreamStreamCutError    a streamed answer ended before it was complete
+    TrafficError                 traffic control refused a call (it was not sent)
+    ├── RateLimitedError         a rate limit is spent; ``retry_after`` says when to retry
+    ├── OverloadedError          a concurrency limiter shed the call (queue full, deadline)
+    └── CircuitOpenError         the upstream's circuit breaker is open
 
 Faults of a cache tier's backend (Redis down, a corrupt SQLite file) are *not*
 raised to callers of the cache: the tier is marked unhealthy, the fault is
@@ -24,12 +28,16 @@ from __future__ import annotations
 
 __all__ = [
     "CacheError",
+    "CircuitOpenError",
     "CodecError",
     "ConfigError",
     "HotpathError",
     "InvalidKeyError",
     "InvalidTTLError",
     "KeyBuildError",
+    "OverloadedError",
+    "RateLimitedError",
+    "TrafficError",
     "UpstreamError",
     "UpstreamStatusError",
     "UpstreamStreamCutError",
@@ -103,6 +111,42 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamStreamCutError(UpstreamError):
     """A streamed answer ended (connection closed) before its final event."""
+
+
+class TrafficError(HotpathError):
+    """Traffic control refused a call before it was sent. ``retry_after`` is the
+    number of seconds after which the same call may succeed (``None``: unknown)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(TrafficError):
+    """A rate limit is spent. ``limit`` names it (e.g. ``tenant:acme:rpm``)."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
+
+
+class OverloadedError(TrafficError):
+    """A concurrency limiter shed the call: its queue was full, or the call's
+    deadline could not be met. ``priority`` is the call's class."""
+
+    def __init__(
+        self, message: str, *, priority: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.priority = priority
+
+
+class CircuitOpenError(TrafficError):
+    """The circuit breaker of ``name`` (an upstream deployment) is open."""
+
+    def __init__(self, message: str, *, name: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.name = name
 
 
 def short_repr(value: object, limit: int = 80) -> str:

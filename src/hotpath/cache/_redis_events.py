@@ -32,7 +32,8 @@ class Subscriber:
     """Calls ``on_message(payload)`` for each message on ``channel``, in one event loop.
 
     ``connect()`` builds a fresh single-connection client for each attempt;
-    ``deadline`` bounds connecting and subscribing.
+    ``deadline`` bounds connecting and subscribing. ``label`` names the user in
+    log lines, which go to ``logger``.
     """
 
     def __init__(
@@ -42,7 +43,12 @@ class Subscriber:
         deadline: float,
         on_message: Callable[[bytes], None],
         on_reset: Callable[[], None],
+        *,
+        label: str = "cache tier redis",
+        logger: logging.Logger = log,
     ) -> None:
+        self._label = label
+        self._log = logger
         self._connect = connect
         self._channel = channel
         self._deadline = deadline
@@ -98,14 +104,15 @@ class Subscriber:
                 delay = _MIN_DELAY
                 if outage:
                     outage = False
-                    log.warning("cache tier redis re-subscribed to %r", self._channel)
+                    self._log.warning("%s re-subscribed to %r", self._label, self._channel)
                     self._call(self.on_reset)
                 await self._pump(pubsub, loop)
             except Exception as exc:  # noqa: BLE001 - any fault: wait, then reconnect
                 ready.clear()
-                log.log(
+                self._log.log(
                     logging.DEBUG if outage else logging.WARNING,
-                    "cache tier redis: subscription to %r failed (%s: %s); reconnecting",
+                    "%s: subscription to %r failed (%s: %s); reconnecting",
+                    self._label,
                     self._channel,
                     type(exc).__name__,
                     exc,

@@ -6,17 +6,23 @@ from hotpath.gateway._config import (
     GatewayConfig,
     GatewayKey,
     ModelRoute,
+    ModelTarget,
     UpstreamConfig,
     hash_key,
 )
 from hotpath.gateway._config_load import load_config
+from hotpath.gateway._traffic_config import ConcurrencyConfig, LimitRule, TrafficConfig
 
 __all__ = [
     "CacheConfig",
+    "ConcurrencyConfig",
     "Gateway",
     "GatewayConfig",
     "GatewayKey",
+    "LimitRule",
     "ModelRoute",
+    "ModelTarget",
+    "TrafficConfig",
     "UpstreamConfig",
     "hash_key",
     "load_config",

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping
 
 import orjson
 
 from hotpath._errors import (
+    CircuitOpenError,
     HotpathError,
+    OverloadedError,
+    RateLimitedError,
+    TrafficError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamStreamCutError,
     UpstreamTimeoutError,
 )
 
-__all__ = ["ApiError", "bad_request", "upstream_api_error"]
+__all__ = ["ApiError", "bad_request", "traffic_api_error", "upstream_api_error"]
 
 log = logging.getLogger("hotpath.gateway")
 
@@ -83,6 +88,8 @@ def upstream_api_error(exc: BaseException) -> ApiError:
     """The response for a failed upstream call."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, TrafficError):
+        return traffic_api_error(exc)
     if isinstance(exc, UpstreamStatusError):
         headers = {}
         if exc.retry_after is not None:
@@ -103,3 +110,28 @@ def upstream_api_error(exc: BaseException) -> ApiError:
         return ApiError(503, "the upstream call was cancelled", type="server_error")
     log.error("upstream call failed unexpectedly", exc_info=exc)
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+def _retry_after_header(seconds: float | None) -> dict[str, str]:
+    if seconds is None or not math.isfinite(seconds):
+        return {}
+    return {"retry-after": str(max(1, int(seconds + 0.999)))}
+
+
+def traffic_api_error(exc: TrafficError) -> ApiError:
+    """The response for a call traffic control refused."""
+    headers = _retry_after_header(exc.retry_after)
+    if isinstance(exc, RateLimitedError):
+        err = ApiError(
+            429, str(exc), type="rate_limit_error", code="rate_limit_exceeded", headers=headers
+        )
+        err.headers["x-hotpath-rate-limit"] = exc.limit
+        return err
+    # A 503 always says when to come back (1 s when the policy could not tell, e.g.
+    # a half-open breaker whose trial calls are all out).
+    headers = headers or _retry_after_header(1.0)
+    if isinstance(exc, CircuitOpenError):
+        return ApiError(503, str(exc), type="server_error", code="circuit_open", headers=headers)
+    if isinstance(exc, OverloadedError):
+        return ApiError(503, str(exc), type="server_error", code="overloaded", headers=headers)
+    return ApiError(503, str(exc), type="server_error", headers=headers)

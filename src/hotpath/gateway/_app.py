@@ -91,12 +91,14 @@ class Gateway:
             await self.state.cache.start()
         for provider in self.state.providers.values():
             await provider.start()
+        await self.state.traffic.start()
         self._ready = True
 
     async def aclose(self) -> None:
         """Cancel calls in flight and close the upstream clients and the cache."""
         self._ready = False
         await self.state.flights.aclose()
+        await self.state.traffic.aclose()
         if self.state.shared is not None:
             await self.state.shared.aclose()
         for provider in self.state.providers.values():

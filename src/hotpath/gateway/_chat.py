@@ -23,7 +23,10 @@ from hotpath.gateway._asgi import Request, read_body, send_bytes, send_error, wa
 from hotpath.gateway._cache_key import chat_key, is_sampled
 from hotpath.gateway._controls import CacheControls, parse_controls
 from hotpath.gateway._flight import Flight, FlightFailedError
-from hotpath.gateway._state import Route, State, upstream_api_error
+from hotpath.gateway._resolve import Resolved, Route
+from hotpath.gateway._state import State, upstream_api_error
+from hotpath.gateway._tokens import reserve_tokens
+from hotpath.gateway._traffic_context import CallContext, Reservation, usage_tokens
 from hotpath.gateway._validate import check_chat, parse_json
 
 __all__ = ["chat_completions"]
@@ -45,10 +48,12 @@ class _Call:
     __slots__ = (
         "body",
         "controls",
-        "headers",
+        "ctx",
         "include_usage",
         "key",
-        "route",
+        "request_headers",
+        "reservation",
+        "resolved",
         "started",
         "stream",
     )
@@ -56,15 +61,20 @@ class _Call:
     def __init__(
         self,
         body: dict[str, Any],
-        route: Route,
+        resolved: Resolved,
         controls: CacheControls,
         key: str | None,
+        ctx: CallContext,
+        reservation: Reservation | None,
     ) -> None:
         self.body = body
-        self.headers: dict[str, str] | None = None  # forwarded upstream; set on a miss
-        self.route = route
+        # The client's headers, some forwarded upstream; set on a miss.
+        self.request_headers: dict[bytes, bytes] = {}
+        self.resolved = resolved
         self.controls = controls
         self.key = key
+        self.ctx = ctx
+        self.reservation = reservation
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -73,11 +83,18 @@ class _Call:
 
 async def chat_completions(state: State, request: Request) -> None:
     raw = await read_body(request, state.config.max_body_bytes)
-    tenant = state.authenticate(request)
+    caller = state.authenticate(request)
     body = parse_json(raw, orjson.loads)
     model = check_chat(body)
-    route = state.resolve(model)
+    resolved = state.resolve(model)
     controls = parse_controls(request)
+    traffic = state.traffic
+    ctx = traffic.context(request)
+    if traffic.limits.counts_tokens or resolved.spec.context_window is not None:
+        ctx.tokens, ctx.context_tokens = reserve_tokens(
+            body, resolved.primary.deployment, traffic.config.default_completion_tokens
+        )
+    reservation = await traffic.limits.admit(ctx, key=caller.key, tenant=caller.tenant, model=model)
     cache = state.cache
     settings = state.config.cache
     key = None
@@ -85,12 +102,12 @@ async def chat_completions(state: State, request: Request) -> None:
     if cache is not None and wanted and (settings.cache_sampled or not is_sampled(body)):
         key = chat_key(
             body,
-            deployment=route.identity,
-            tenant=state.cache_namespace(tenant),
+            deployment=resolved.primary.identity,
+            tenant=state.cache_namespace(caller),
             namespace=controls.namespace,
             prefix=settings.namespace,
         )
-    call = _Call(body, route, controls, key)
+    call = _Call(body, resolved, controls, key, ctx, reservation)
     metrics = state.metrics
     if key is not None and controls.lookup:
         assert cache is not None
@@ -100,6 +117,7 @@ async def chat_completions(state: State, request: Request) -> None:
             if answer is not None:
                 age = max(0.0, state.clock.now() - answer.stored_at)
                 if controls.max_age is None or age <= controls.max_age:
+                    traffic.limits.settle(reservation, 0)
                     await _send_hit(state, request, call, answer, found[1], age)
                     return
         metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
@@ -132,11 +150,13 @@ async def _send_hit(
 
 
 async def _answer_miss(state: State, request: Request, call: _Call, outcome: bytes) -> None:
-    call.headers = call.route.forwarded(request.headers)
+    call.request_headers = request.headers
     flights = state.flights
     flight = flights.join(call.key) if call.key is not None else None
     headers = _cache_headers(call, outcome)
     if flight is not None:
+        # The flight's leader pays for the call; this request takes no tokens.
+        state.traffic.limits.settle(call.reservation, 0)
         state.metrics.child(state.metrics.coalesced, _ROUTE).inc()
         headers.append((b"x-hotpath-coalesced", b"true"))
     else:
@@ -183,9 +203,9 @@ async def _send_whole(
     try:
         answer = await flight.result()
     except FlightFailedError as failed:
-        await send_error(request.send, upstream_api_error(failed.error), headers)
+        await send_error(request.send, upstream_api_error(failed.error), [*headers, *flight.meta])
         return
-    await _send_answer(request, call, answer, headers)
+    await _send_answer(request, call, answer, [*headers, *flight.meta])
     state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
         time.perf_counter() - call.started
     )
@@ -206,7 +226,7 @@ async def _relay_stream(
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [*_SSE_HEADERS, *headers],
+                        "headers": [*_SSE_HEADERS, *headers, *flight.meta],
                     }
                 )
                 started = True
@@ -223,7 +243,7 @@ async def _relay_stream(
     except FlightFailedError as failed:
         error = upstream_api_error(failed.error)
         if not started:
-            await send_error(send, error, headers)
+            await send_error(send, error, [*headers, *flight.meta])
             return
         # Headers are gone: say it in the stream, as OpenAI does, and end without [DONE].
         await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
@@ -235,7 +255,11 @@ async def _relay_stream(
         tail = answer.sse_body(include_usage)
     if not started:
         await send(
-            {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE_HEADERS, *headers, *flight.meta],
+            }
         )
     await send({"type": "http.response.body", "body": tail})
     state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
@@ -244,37 +268,33 @@ async def _relay_stream(
 
 
 async def _run(state: State, call: _Call, flight: Flight) -> None:
-    """The upstream call of a flight (runs in the flight's own task)."""
-    provider = call.route.provider
-    metrics = state.metrics
-    started = time.perf_counter()
-    outcome = "ok"
+    """The upstream call of a flight (runs in the flight's own task): through
+    traffic control, which picks the deployment and retries or falls back."""
+    traffic = state.traffic
+    ctx = call.ctx
     try:
-        if flight.stream:
-            answer, cacheable = await _stream_upstream(state, call, flight)
-        else:
-            data = await provider.chat(call.body, call.route.deployment, call.headers)
-            answer = Answer("json", state.clock.now(), body=data)
-            cacheable = _cacheable(orjson.loads(data))
-    except asyncio.CancelledError:
-        outcome = "cancelled"
-        raise
-    except ApiError as exc:
-        outcome = "error"
-        flight.fail(exc)
-        return
-    except Exception as exc:  # noqa: BLE001 - every waiter answers with it
-        outcome = type(exc).__name__
-        log.warning("chat call to upstream %r failed: %s", provider.name, exc)
-        flight.fail(exc)
-        return
-    finally:
-        metrics.child(metrics.upstream, provider.name, _ROUTE, outcome).inc()
-        metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(
-            time.perf_counter() - started
+        answer, cacheable = await traffic.execute(
+            call.resolved,
+            state.resolve,
+            ctx,
+            partial(_attempt, state, call, flight),
+            lambda: bool(flight.chunks),
         )
+    except asyncio.CancelledError:
+        traffic.limits.settle(call.reservation, 0)
+        raise
+    except Exception as exc:  # noqa: BLE001 - every waiter answers with it
+        traffic.limits.settle(call.reservation, 0)
+        flight.meta = ctx.headers() if ctx.attempts else []
+        flight.fail(exc)
+        return
+    traffic.limits.settle(call.reservation, ctx.used_tokens)
+    flight.meta = ctx.headers()
     flight.finish(answer)
     cache = state.cache
+    if ctx.fallbacks:
+        # Another model answered: right for this request, not for the key's model.
+        cacheable = False
     if cacheable and call.key is not None and call.controls.store and cache is not None:
         # Let the waiters send their answers before the store (a SQLite write runs
         # on this thread). The flight stays joinable until the store is done, so no
@@ -287,20 +307,64 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
             log.exception("could not store the answer of %s", call.key)
 
 
-async def _stream_upstream(state: State, call: _Call, flight: Flight) -> tuple[Answer, bool]:
+async def _attempt(
+    state: State, call: _Call, flight: Flight, route: Route, resolved: Resolved
+) -> tuple[Answer, bool]:
+    """One try on one deployment."""
+    provider = route.provider
+    metrics = state.metrics
+    started = time.perf_counter()
+    outcome = "ok"
+    headers = route.forwarded(call.request_headers)
+    try:
+        if flight.stream:
+            return await _stream_upstream(state, call, flight, route, headers)
+        data = await provider.chat(call.body, route.deployment, headers)
+        completion = orjson.loads(data)
+        if isinstance(completion, dict):
+            call.ctx.used_tokens = usage_tokens(completion.get("usage"))
+        return Answer("json", state.clock.now(), body=data), _cacheable(completion)
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    except ApiError:
+        outcome = "error"
+        raise
+    except Exception as exc:
+        outcome = type(exc).__name__
+        log.warning("chat call to upstream %r failed: %s", provider.name, exc)
+        raise
+    finally:
+        metrics.child(metrics.upstream, provider.name, _ROUTE, outcome).inc()
+        metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(
+            time.perf_counter() - started
+        )
+
+
+async def _stream_upstream(
+    state: State, call: _Call, flight: Flight, route: Route, headers: dict[str, str] | None
+) -> tuple[Answer, bool]:
     """Relay the upstream's chunks into the flight as they arrive."""
-    provider = call.route.provider
+    ctx = call.ctx
+    clock = state.clock
+    started = clock.monotonic()
     finished: dict[int, str] = {}
-    upstream = provider.chat_stream(call.body, call.route.deployment, call.headers)
+    upstream = route.provider.chat_stream(call.body, route.deployment, headers)
     async with aclosing(upstream):
         async for payload in upstream:
             chunk = orjson.loads(payload)
             usage = is_usage_chunk(chunk)
-            if not usage:
+            if usage:
+                ctx.used_tokens = usage_tokens(chunk.get("usage"))
+            else:
                 for choice in chunk.get("choices") or ():
                     reason = choice.get("finish_reason")
                     if reason is not None:
                         finished[choice.get("index", 0)] = reason
+            if not flight.chunks:
+                # Headers go out with the first chunk: say now who answers.
+                ctx.first_byte = clock.monotonic() - started
+                flight.meta = ctx.headers()
             flight.push(payload, usage=usage)
     answer = Answer(
         "sse", state.clock.now(), chunks=tuple(flight.chunks), usage_index=flight.usage_index

@@ -16,13 +16,15 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
-from hotpath._options import check_count, check_positive, check_text
+from hotpath._options import check_count, check_non_negative, check_positive, check_text
+from hotpath.gateway._traffic_config import TrafficConfig
 
 __all__ = [
     "CacheConfig",
     "GatewayConfig",
     "GatewayKey",
     "ModelRoute",
+    "ModelTarget",
     "UpstreamConfig",
     "hash_key",
 ]
@@ -109,12 +111,82 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelRoute:
-    """Where a public model name goes: an upstream and the model name it knows
-    (``None``: the public name unchanged)."""
+class ModelTarget:
+    """One deployment of a public model: an upstream and the model name it knows
+    (``None``: the public name unchanged), with its routing ``weight`` and relative
+    ``cost`` (e.g. dollars per million tokens)."""
 
     upstream: str
     model: str | None = None
+    weight: float = 1.0
+    cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_text(self.upstream, "models[].deployments[].upstream")
+        if self.model is not None:
+            check_text(self.model, f"models[].deployments[{self.upstream}].model")
+        check_positive(self.weight, f"models[].deployments[{self.upstream}].weight")
+        check_non_negative(self.cost, f"models[].deployments[{self.upstream}].cost")
+
+
+RoutingStrategy = Literal["latency", "weighted", "cost", "order"]
+_ROUTING = ("latency", "weighted", "cost", "order")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRoute:
+    """Where a public model name goes.
+
+    The short form is one upstream (and the model name it knows); ``deployments``
+    lists several, chosen per request by ``routing``: ``latency`` (power of two
+    choices over peak-EWMA latency and load), ``weighted``, ``cost`` (cheapest
+    healthy) or ``order`` (the first healthy). When every deployment fails, the
+    request falls back to the public models in ``fallbacks``, in order. A prompt
+    that does not fit ``context_window`` tokens (or an upstream's
+    context-length error) goes to ``context_fallback``.
+    """
+
+    upstream: str = ""
+    model: str | None = None
+    deployments: tuple[ModelTarget, ...] = ()
+    routing: RoutingStrategy = "latency"
+    fallbacks: tuple[str, ...] = ()
+    context_window: int | None = None
+    context_fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.deployments:
+            check_text(self.upstream, "models[].upstream")
+            if self.model is not None:
+                check_text(self.model, "models[].model")
+            object.__setattr__(
+                self, "deployments", (ModelTarget(upstream=self.upstream, model=self.model),)
+            )
+        elif not isinstance(self.deployments, tuple) or not all(
+            isinstance(d, ModelTarget) for d in self.deployments
+        ):
+            raise ConfigError(
+                f"models[].deployments must be a list of deployments, got {self.deployments!r}"
+            )
+        elif not self.upstream:
+            first = self.deployments[0]
+            object.__setattr__(self, "upstream", first.upstream)
+            object.__setattr__(self, "model", first.model)
+        names = [(d.upstream, d.model) for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"models[].deployments lists a deployment twice: {names!r}")
+        if self.routing not in _ROUTING:
+            raise ConfigError(f"models[].routing must be one of {_ROUTING}, got {self.routing!r}")
+        if not isinstance(self.fallbacks, tuple) or not all(
+            isinstance(f, str) and f for f in self.fallbacks
+        ):
+            raise ConfigError(
+                f"models[].fallbacks must be a list of model names, got {self.fallbacks!r}"
+            )
+        if self.context_window is not None:
+            check_count(self.context_window, "models[].context_window")
+        if self.context_fallback is not None:
+            check_text(self.context_fallback, "models[].context_fallback")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +258,7 @@ class GatewayConfig:
     models: Mapping[str, ModelRoute] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     keys: tuple[GatewayKey, ...] = ()
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
 
     def __post_init__(self) -> None:
         check_text(self.host, "server.host")
@@ -198,11 +271,18 @@ class GatewayConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"upstream names must be unique, got {names!r}")
         for public, route in self.models.items():
-            if route.upstream not in names:
-                raise ConfigError(
-                    f"models.{public} names upstream {route.upstream!r}, which is not "
-                    f"configured (upstreams: {names!r})"
-                )
+            for target in route.deployments:
+                if target.upstream not in names:
+                    raise ConfigError(
+                        f"models.{public} names upstream {target.upstream!r}, which is not "
+                        f"configured (upstreams: {names!r})"
+                    )
+            for other in (*route.fallbacks, route.context_fallback):
+                if other is not None and other not in self.models and "*" not in self.models:
+                    raise ConfigError(
+                        f"models.{public} falls back to {other!r}, which is not a configured "
+                        f"model (models: {sorted(self.models)!r})"
+                    )
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
         digests = [k.sha256 for k in self.keys]
         if len(set(digests)) != len(digests):

@@ -18,8 +18,10 @@ from hotpath.gateway._config import (
     GatewayConfig,
     GatewayKey,
     ModelRoute,
+    ModelTarget,
     UpstreamConfig,
 )
+from hotpath.gateway._traffic_load import traffic_from_document
 
 __all__ = ["ENV_VARS", "config_from_document", "load_config"]
 
@@ -39,7 +41,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HOTPATH_CACHE_SHARED": ("cache.share_across_tenants", "bool"),
 }
 
-_SECTIONS = {"server", "upstream", "upstreams", "models", "cache", "keys"}
+_SECTIONS = {"server", "upstream", "upstreams", "models", "cache", "keys", "traffic"}
 _SERVER = {"host", "port", "workers", "max_body_bytes"}
 _UPSTREAM = {
     "kind",
@@ -177,6 +179,7 @@ def config_from_document(doc: Mapping[str, Any]) -> GatewayConfig:
         models=models,
         cache=cache,
         keys=tuple(keys),
+        traffic=traffic_from_document(doc.get("traffic", {})),
     )
     return config
 
@@ -204,22 +207,66 @@ def _upstreams(doc: Mapping[str, Any]) -> list[UpstreamConfig]:
     return out
 
 
+_ROUTE_KEYS = {
+    "upstream",
+    "model",
+    "deployments",
+    "routing",
+    "fallbacks",
+    "context_window",
+    "context_fallback",
+}
+_TARGET_KEYS = {"upstream", "model", "weight", "cost"}
+
+
+def _route(public: str, spec: dict[str, Any]) -> ModelRoute:
+    extra = sorted(set(spec) - _ROUTE_KEYS)
+    if extra:
+        raise ConfigError(f"unknown key models.{public}.{extra[0]} (known: {sorted(_ROUTE_KEYS)})")
+    if ("upstream" in spec) == ("deployments" in spec):
+        raise ConfigError(
+            f"models.{public} needs either upstream (one deployment) or deployments "
+            f"(a list), got {spec!r}"
+        )
+    values = dict(spec)
+    targets = values.pop("deployments", None)
+    if targets is not None:
+        if not isinstance(targets, list) or not targets:
+            raise ConfigError(
+                f"models.{public}.deployments must be a non-empty list of "
+                f"{{ upstream = ..., model = ... }}, got {targets!r}"
+            )
+        built = []
+        for i, target in enumerate(targets):
+            where = f"models.{public}.deployments[{i}]"
+            if isinstance(target, str):
+                target = {"upstream": target}
+            if not isinstance(target, dict):
+                raise ConfigError(f"{where} must be a table or an upstream name, got {target!r}")
+            unknown = sorted(set(target) - _TARGET_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"unknown key {where}.{unknown[0]} (known: {sorted(_TARGET_KEYS)})"
+                )
+            built.append(_build(ModelTarget, where, target))
+        values["deployments"] = tuple(built)
+    if isinstance(values.get("fallbacks"), list):
+        values["fallbacks"] = tuple(values["fallbacks"])
+    route: ModelRoute = _build(ModelRoute, f"models.{public}", values)
+    return route
+
+
 def _models(doc: Mapping[str, Any], upstreams: list[UpstreamConfig]) -> dict[str, ModelRoute]:
     models: dict[str, ModelRoute] = {}
     for public, spec in _table(doc, "models", None).items():
         if isinstance(spec, str):
             models[public] = ModelRoute(upstream=spec)
         elif isinstance(spec, dict):
-            extra = sorted(set(spec) - {"upstream", "model"})
-            if extra or not isinstance(spec.get("upstream"), str):
-                raise ConfigError(
-                    f"models.{public} must be an upstream name or "
-                    f"{{ upstream = ..., model = ... }}, got {spec!r}"
-                )
-            model = spec.get("model")
-            if model is not None and not isinstance(model, str):
-                raise ConfigError(f"models.{public}.model must be a string, got {model!r}")
-            models[public] = ModelRoute(upstream=spec["upstream"], model=model)
+            try:
+                models[public] = _route(public, spec)
+            except ConfigError as exc:
+                message = str(exc).replace("models[]", f"models.{public}")
+                raise ConfigError(message) from None
         else:
             raise ConfigError(f"models.{public} must be an upstream name, got {spec!r}")
     shorthand = next((u for u in upstreams if u.name == "default"), None)

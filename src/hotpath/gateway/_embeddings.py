@@ -18,11 +18,14 @@ from typing import Any
 
 import orjson
 
+from hotpath._tokens import encoder_for
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes
 from hotpath.gateway._cache_key import embedding_key
 from hotpath.gateway._controls import parse_controls
-from hotpath.gateway._state import Route, State, upstream_api_error
+from hotpath.gateway._resolve import Resolved, Route
+from hotpath.gateway._state import State, upstream_api_error
+from hotpath.gateway._traffic_context import CallContext, usage_tokens
 from hotpath.gateway._validate import check_embeddings, parse_json
 
 __all__ = ["embeddings"]
@@ -51,26 +54,38 @@ def _render(packed: bytes, fmt: str) -> Any:
 async def _fetch(
     state: State,
     request: Request,
-    route: Route,
+    resolved: Resolved,
+    ctx: CallContext,
     body: dict[str, Any],
     inputs: list[str | list[int]],
     single: bool,
 ) -> tuple[list[bytes], str, dict[str, Any]]:
-    """Embed ``inputs`` upstream: their float32 vectors, the model, the usage."""
-    metrics = state.metrics
+    """Embed ``inputs`` upstream (through traffic control): their float32 vectors,
+    the model, the usage."""
     payload = {**body, "input": inputs[0] if single else inputs, "encoding_format": "float"}
-    started = time.perf_counter()
+
+    async def attempt(route: Route, _: Resolved) -> bytes:
+        metrics = state.metrics
+        started = time.perf_counter()
+        try:
+            forwarded = route.forwarded(request.headers)
+            data = await route.provider.embeddings(payload, route.deployment, forwarded)
+        except Exception as exc:
+            metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
+            log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
+            raise
+        metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
+        metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
+            time.perf_counter() - started
+        )
+        return data
+
     try:
-        forwarded = route.forwarded(request.headers)
-        data = await route.provider.embeddings(payload, route.deployment, forwarded)
+        data = await state.traffic.execute(resolved, state.resolve, ctx, attempt, lambda: False)
+    except ApiError:
+        raise
     except Exception as exc:
-        metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
-        log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
         raise upstream_api_error(exc) from exc
-    metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
-    metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
-        time.perf_counter() - started
-    )
     answer = orjson.loads(data)
     rows = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(rows, list) or len(rows) != len(inputs):
@@ -99,11 +114,18 @@ async def _fetch(
 async def embeddings(state: State, request: Request) -> None:
     started = time.perf_counter()
     raw = await read_body(request, state.config.max_body_bytes)
-    tenant = state.authenticate(request)
+    caller = state.authenticate(request)
     body = parse_json(raw, orjson.loads)
     model, items, single = check_embeddings(body)
-    route = state.resolve(model)
+    resolved = state.resolve(model)
+    route = resolved.primary
     controls = parse_controls(request)
+    traffic = state.traffic
+    ctx = traffic.context(request)
+    if traffic.limits.counts_tokens:
+        encoder = encoder_for(route.deployment)
+        ctx.tokens = sum(encoder.count(i) if isinstance(i, str) else len(i) for i in items)
+    reservation = await traffic.limits.admit(ctx, key=caller.key, tenant=caller.tenant, model=model)
     fmt = body.get("encoding_format") or "float"
     dimensions = body.get("dimensions")
     cache = state.cache
@@ -116,7 +138,7 @@ async def embeddings(state: State, request: Request) -> None:
                 item,
                 deployment=route.identity,
                 dimensions=dimensions,
-                tenant=state.cache_namespace(tenant),
+                tenant=state.cache_namespace(caller),
                 namespace=controls.namespace,
                 prefix=state.config.cache.namespace,
             )
@@ -148,7 +170,7 @@ async def embeddings(state: State, request: Request) -> None:
     try:
         if mine:
             vectors, upstream_model, usage = await _fetch(
-                state, request, route, body, [items[i] for i in mine], single
+                state, request, resolved, ctx, body, [items[i] for i in mine], single
             )
             fresh: dict[str, bytes] = {}
             for i, vector in zip(mine, vectors, strict=True):
@@ -159,6 +181,7 @@ async def embeddings(state: State, request: Request) -> None:
             if cache is not None and controls.store and fresh:
                 await cache.set_many(fresh, ttl=controls.ttl or state.config.cache.ttl)
     except BaseException as exc:
+        traffic.limits.settle(reservation, 0)
         failure = exc if isinstance(exc, ApiError) else ApiError(503, "embedding call cancelled")
         for future in owned.values():
             if not future.done():
@@ -174,6 +197,7 @@ async def embeddings(state: State, request: Request) -> None:
     if joined:
         metrics.child(metrics.coalesced, _ROUTE).inc(len(joined))
     missing = mine  # what this request sent upstream
+    traffic.limits.settle(reservation, usage_tokens(usage) if mine else 0)
     outcome = b"miss" if len(missing) == len(items) else b"hit" if not missing else b"partial"
     if cache is None or not controls.lookup:
         outcome = b"bypass"

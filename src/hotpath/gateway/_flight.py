@@ -36,6 +36,7 @@ class Flight:
         "done",
         "error",
         "key",
+        "meta",
         "stream",
         "task",
         "usage_index",
@@ -51,6 +52,8 @@ class Flight:
         self.error: BaseException | None = None
         self.done = False
         self.waiters = 0
+        # Response headers the leader learned (the deployment that answered ...).
+        self.meta: list[tuple[bytes, bytes]] = []
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 

@@ -37,6 +37,9 @@ _LATENCY = (
 )
 
 
+_MAX_LABELS = 200
+
+
 class GatewayMetrics:
     """Counters and histograms of one gateway; :meth:`render` is ``/metrics``."""
 
@@ -92,7 +95,88 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.rate_limited = Counter(
+            "hotpath_rate_limit_decisions",
+            "Rate-limit decisions: at the front door (request) or per deployment; "
+            "allowed, queued (admitted after a wait) or limited (refused)",
+            ["scope", "outcome"],
+            registry=r,
+        )
+        self.routed = Counter(
+            "hotpath_routed_requests",
+            "Upstream tries, by public model and the deployment the router chose",
+            ["model", "deployment"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "hotpath_retries",
+            "Retries after a failed try, by deployment and error",
+            ["deployment", "error"],
+            registry=r,
+        )
+        self.retries_exhausted = Counter(
+            "hotpath_retries_given_up",
+            "Retryable failures not retried, by reason (attempts, elapsed, retry_after, budget)",
+            ["reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "hotpath_fallbacks",
+            "Requests that fell back from one model to another",
+            ["source", "target"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "hotpath_circuit_breaker_state",
+            "Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open",
+            ["deployment"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.breaker_transitions = Counter(
+            "hotpath_circuit_breaker_transitions",
+            "Circuit breaker transitions, by the state entered",
+            ["deployment", "state"],
+            registry=r,
+        )
+        self.breaker_rejections = Counter(
+            "hotpath_circuit_breaker_rejections",
+            "Tries refused because the deployment's breaker was open",
+            ["deployment"],
+            registry=r,
+        )
+        self.concurrency_limit = Gauge(
+            "hotpath_concurrency_limit",
+            "The adaptive concurrency limit of each deployment",
+            ["deployment"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.shed = Counter(
+            "hotpath_shed_requests",
+            "Requests shed by a concurrency limiter (queue full or deadline)",
+            ["deployment", "priority"],
+            registry=r,
+        )
+        self.provider_waits = Counter(
+            "hotpath_provider_pacing_waits",
+            "Tries held back because the provider's rate-limit headers said to wait",
+            ["deployment"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._labels: set[str] = set()
+
+    def bounded(self, value: str) -> str:
+        """``value`` as a label, or ``other`` once 200 distinct values have been seen
+        (model names can come from clients: the label set must stay bounded)."""
+        labels = self._labels
+        if value in labels:
+            return value
+        if len(labels) >= _MAX_LABELS:
+            return "other"
+        labels.add(value)
+        return value
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, memoized (labels() costs a lock and a lookup)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hotpath._clock import Clock
 from hotpath.cache import TieredCache
@@ -14,38 +14,26 @@ from hotpath.gateway._asgi import Request
 from hotpath.gateway._config import GatewayConfig
 from hotpath.gateway._flight import Flights
 from hotpath.gateway._metrics import GatewayMetrics
+from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._shared_flight import SharedFlights
+from hotpath.gateway._traffic import Traffic
 from hotpath.providers._base import Provider
+from hotpath.traffic._router import Deployment, Router
 
-__all__ = ["Route", "State", "upstream_api_error"]
+__all__ = ["Caller", "Resolved", "Route", "State", "upstream_api_error"]
 
 log = logging.getLogger("hotpath.gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A resolved model: the provider that answers and the model name it knows."""
+class Caller(NamedTuple):
+    """Who sent a request: the name of its gateway key (``""`` when the gateway
+    has no keys) and its tenant."""
 
-    provider: Provider
-    deployment: str
-    forward: tuple[str, ...] = ()
+    key: str
+    tenant: str
 
-    def forwarded(self, headers: dict[bytes, bytes]) -> dict[str, str] | None:
-        """The client headers this route passes on to its upstream."""
-        if not self.forward:
-            return None
-        out = {}
-        for raw, value in headers.items():
-            name = raw.decode("latin-1")
-            for rule in self.forward:
-                if name == rule or (rule.endswith("*") and name.startswith(rule[:-1])):
-                    out[name] = value.decode("latin-1")
-                    break
-        return out or None
 
-    @property
-    def identity(self) -> str:
-        return f"{self.provider.kind}:{self.deployment}"
+_ANONYMOUS = Caller("", "")
 
 
 class State:
@@ -68,15 +56,16 @@ class State:
         self.embedding_flights: dict[str, asyncio.Future[bytes]] = {}
         redis_url = config.cache.redis_url if config.cache.enabled else None
         self.shared = SharedFlights(redis_url) if redis_url is not None else None
-        self._keys = {k.sha256: k.tenant for k in config.keys}
-        self._routes: dict[str, Route] = {}
-        self._auth_cache: dict[bytes, str] = {}
+        self.traffic = Traffic(config, providers, metrics, clock)
+        self._keys = {k.sha256: Caller(k.name, k.tenant) for k in config.keys}
+        self._routes: dict[str, Resolved] = {}
+        self._auth_cache: dict[bytes, Caller] = {}
 
-    def authenticate(self, request: Request) -> str:
-        """The tenant of the request's key; 401 for a missing or unknown key. With no
-        keys configured, every request is accepted as tenant ``""``."""
+    def authenticate(self, request: Request) -> Caller:
+        """The key and tenant of the request; 401 for a missing or unknown key.
+        With no keys configured, every request is accepted (key and tenant ``""``)."""
         if not self._keys:
-            return ""
+            return _ANONYMOUS
         auth = request.headers.get(b"authorization")
         if auth is None:
             raise ApiError(
@@ -85,13 +74,13 @@ class State:
                 type="invalid_request_error",
                 code="invalid_api_key",
             )
-        tenant = self._auth_cache.get(auth)
-        if tenant is not None:
-            return tenant
+        caller = self._auth_cache.get(auth)
+        if caller is not None:
+            return caller
         scheme, _, key = auth.partition(b" ")
         digest = hashlib.sha256(key.strip()).hexdigest()
-        tenant = self._keys.get(digest) if scheme.lower() == b"bearer" else None
-        if tenant is None:
+        caller = self._keys.get(digest) if scheme.lower() == b"bearer" else None
+        if caller is None:
             # The key itself is never echoed: only how it ends, as OpenAI does.
             tail = key.strip()[-4:].decode("latin-1", "replace")
             raise ApiError(
@@ -101,14 +90,15 @@ class State:
                 code="invalid_api_key",
             )
         if len(self._auth_cache) < 10_000:
-            self._auth_cache[auth] = tenant
-        return tenant
+            self._auth_cache[auth] = caller
+        return caller
 
-    def resolve(self, model: str) -> Route:
-        """Where ``model`` goes; 404 if no route takes it."""
-        route = self._routes.get(model)
-        if route is not None:
-            return route
+    def resolve(self, model: str) -> Resolved:
+        """What ``model`` means: its deployments and their router; 404 if no route
+        takes it."""
+        found = self._routes.get(model)
+        if found is not None:
+            return found
         models = self.config.models
         spec = models.get(model) or models.get("*")
         if spec is None:
@@ -118,12 +108,30 @@ class State:
                 param="model",
                 code="model_not_found",
             )
-        upstream = next((u for u in self.config.upstreams if u.name == spec.upstream), None)
-        forward = upstream.forward_headers if upstream is not None else ()
-        route = Route(self.providers[spec.upstream], spec.model or model, forward)
+        targets = []
+        for target in spec.deployments:
+            upstream = self.config.upstream(target.upstream)
+            deployment = target.model or model
+            targets.append(
+                Route(
+                    self.providers[target.upstream],
+                    deployment,
+                    upstream.forward_headers,
+                    f"{target.upstream}/{deployment}",
+                )
+            )
+        router = Router(
+            [
+                Deployment(name=r.name, weight=t.weight, cost=t.cost)
+                for r, t in zip(targets, spec.deployments, strict=True)
+            ],
+            strategy=spec.routing,
+            clock=self.clock,
+        )
+        resolved = Resolved(model, spec, tuple(targets), router, {r.name: r for r in targets})
         if len(self._routes) < 10_000:
-            self._routes[model] = route
-        return route
+            self._routes[model] = resolved
+        return resolved
 
-    def cache_namespace(self, tenant: str) -> str:
-        return "" if self.config.cache.share_across_tenants else tenant
+    def cache_namespace(self, caller: Caller) -> str:
+        return "" if self.config.cache.share_across_tenants else caller.tenant

@@ -74,6 +74,7 @@ class AnthropicProvider(HTTPProvider):
         request.pop("stream", None)
         sent = self._http.request("POST", "/messages", orjson.dumps(request), headers=headers)
         async with await sent as resp:
+            self._observe(deployment, resp.status, resp.headers)
             data = await resp.read()
             if resp.status >= 400:
                 raise self._error(resp.status, data, resp.headers)
@@ -96,6 +97,7 @@ class AnthropicProvider(HTTPProvider):
             wait=self._first_token_timeout,
         )
         async with resp:
+            self._observe(deployment, resp.status, resp.headers)
             if resp.status >= 400:
                 raise self._error(resp.status, await resp.read(), resp.headers)
             async for event, data in resp.events(self._first_token_timeout):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 from hotpath._errors import UpstreamStatusError
 from hotpath.providers._http import HTTPTransport
 
-__all__ = ["HTTPProvider", "Provider", "retry_after_seconds", "status_error"]
+__all__ = ["HTTPProvider", "Provider", "ResponseHook", "retry_after_seconds", "status_error"]
+
+
+ResponseHook = Callable[[str, int, Mapping[str, str]], None]
 
 
 class Provider(Protocol):
@@ -22,6 +25,9 @@ class Provider(Protocol):
 
     name: str
     kind: str
+    # Called with (deployment, status, response headers) for every answer the
+    # upstream sends, so traffic control can read its rate-limit headers.
+    on_response: ResponseHook | None
 
     async def start(self) -> None: ...
 
@@ -98,6 +104,7 @@ class HTTPProvider:
         max_connections: int = 512,
     ) -> None:
         self.name = name
+        self.on_response: ResponseHook | None = None
         sent = {
             "content-type": "application/json",
             **self.api_headers,
@@ -116,6 +123,11 @@ class HTTPProvider:
 
     def _auth_headers(self, api_key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {api_key}"}
+
+    def _observe(self, deployment: str, status: int, headers: Mapping[str, str]) -> None:
+        hook = self.on_response
+        if hook is not None:
+            hook(deployment, status, headers)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self._http.base_url!r})"

@@ -27,10 +27,15 @@ class OpenAIProvider(HTTPProvider):
     kind = "openai"
 
     async def _post(
-        self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str] | None
+        self,
+        path: str,
+        payload: Mapping[str, Any],
+        deployment: str,
+        headers: Mapping[str, str] | None,
     ) -> bytes:
         request = self._http.request("POST", path, orjson.dumps(payload), headers=headers)
         async with await request as resp:
+            self._observe(deployment, resp.status, resp.headers)
             data = await resp.read()
             if resp.status >= 400:
                 raise status_error(self.name, resp.status, data, resp.headers)
@@ -39,7 +44,8 @@ class OpenAIProvider(HTTPProvider):
     async def chat(
         self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
     ) -> bytes:
-        return await self._post("/chat/completions", {**body, "model": deployment}, headers)
+        payload = {**body, "model": deployment}
+        return await self._post("/chat/completions", payload, deployment, headers)
 
     async def chat_stream(
         self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
@@ -59,6 +65,7 @@ class OpenAIProvider(HTTPProvider):
             wait=self._first_token_timeout,
         )
         async with resp:
+            self._observe(deployment, resp.status, resp.headers)
             if resp.status >= 400:
                 raise status_error(self.name, resp.status, await resp.read(), resp.headers)
             async for _event, data in resp.events(self._first_token_timeout):
@@ -74,7 +81,8 @@ class OpenAIProvider(HTTPProvider):
     async def embeddings(
         self, body: Mapping[str, Any], deployment: str, headers: Mapping[str, str] | None = None
     ) -> bytes:
-        return await self._post("/embeddings", {**body, "model": deployment}, headers)
+        payload = {**body, "model": deployment}
+        return await self._post("/embeddings", payload, deployment, headers)
 
     async def models(self) -> list[dict[str, Any]]:
         async with await self._http.request("GET", "/models") as resp:
