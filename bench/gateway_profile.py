@@ -1,6 +1,7 @@
-"""Profile the gateway's cache-hit path: py-spy on ``hotpath serve`` while wrk drives hits.
+"""Profile the gateway: py-spy on ``hotpath serve`` while wrk drives cache hits, or
+with ``--miss`` misses (a new prompt each time, to a mock answering at once).
 
-Run: ``python -m bench.gateway_profile [--seconds 15] [--top 25]`` (needs ``py-spy``:
+Run: ``python -m bench.gateway_profile [--miss] [--seconds 15] [--top 25]`` (needs ``py-spy``:
 ``pip install py-spy`` into the venv, not a project dependency, and ``wrk``). Prints
 the frames with the most self time (samples whose innermost Python frame is that
 function; time in C code, orjson or uvloop's, counts toward the Python function that
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25, help="frames to list")
     parser.add_argument("--conns", type=int, default=64, help="wrk connections")
     parser.add_argument("--out", default="", help="keep the collapsed stacks in this file")
+    parser.add_argument("--miss", action="store_true", help="every prompt new: the miss path")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway = start_hotpath(tmp, 1, mock, mock)
         try:
             conn = Conn(gateway.port)
-            script = wrk_script(tmp, "hit", FAST, unique=None)
+            script = wrk_script(tmp, "load", FAST, unique="p" if args.miss else None)
             conn.request(body(FAST, "profile"))
             status, headers, _, _ = conn.request(body(FAST, "profile"))  # a hit
             conn.close()
@@ -91,15 +93,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(raw, args.out)
         counts, total = self_times(raw)
     print(
-        f"hotpath serve, 1 worker, cache hits under wrk -c{args.conns} for {args.seconds:g} s: "
+        f"hotpath serve, 1 worker, cache {'misses' if args.miss else 'hits'} under "
+        f"wrk -c{args.conns} for {args.seconds:g} s: "
         f"{res.rps:,.0f} req/s while sampled ({res.errors} errors, {res.non2xx} non-2xx); "
         f"second answer {status}, x-hotpath-cache={headers.get('x-hotpath-cache')}; "
         f"{total} samples (py-spy, 250 Hz, idle excluded).\n"
     )
     print("All frames, by self time:\n")
     print("\n".join(_table(counts.most_common(args.top), total)))
-    ours = [(f, n) for f, n in counts.most_common() if f.split("(")[-1].startswith(
-        ("hotpath/gateway", "hotpath/cache", "hotpath/providers", "uvicorn"))]  # fmt: skip
+    mine = ("hotpath/gateway", "hotpath/cache", "hotpath/providers", "hotpath/traffic", "uvicorn")
+    ours = [(f, n) for f, n in counts.most_common() if f.split("(")[-1].startswith(mine)]
     print("\nhotpath and uvicorn frames only, by self time:\n")
     print("\n".join(_table(ours[: args.top], total)))
     return 0

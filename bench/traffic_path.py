@@ -35,6 +35,7 @@ from hotpath.gateway import GatewayConfig, LimitRule, ModelRoute, TrafficConfig,
 from hotpath.gateway._metrics import GatewayMetrics
 from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._state import State
+from hotpath.gateway._tokens import reserve_tokens
 from hotpath.gateway._traffic import Traffic
 from hotpath.gateway._traffic_context import CallContext
 from hotpath.providers._build import build_provider
@@ -47,14 +48,23 @@ LIMITS = (
     LimitRule(scope="tenant", rpm=1e12),
     LimitRule(scope="global", rpm=1e12),
 )
+# The same with a token limit: the prompt counted, reserved, then settled.
+TOKEN_LIMITS = (*LIMITS, LimitRule(scope="model", tpm=1e15))
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "Summarize the plot of Hamlet in two sentences."},
+    ],
+}
 
 
-def _state(redis_url: str) -> State:
+def _state(redis_url: str, limits: tuple[LimitRule, ...] = LIMITS) -> State:
     upstream = UpstreamConfig(name="mock", base_url="http://127.0.0.1:9/v1")
     config = GatewayConfig(
         upstreams=(upstream,),
         models={"*": ModelRoute(upstream="mock")},
-        traffic=TrafficConfig(limits=LIMITS, redis_url=redis_url),
+        traffic=TrafficConfig(limits=limits, redis_url=redis_url),
     )
     providers = {"mock": build_provider(upstream)}
     return State(config, providers, None, GatewayMetrics(), SystemClock())
@@ -89,6 +99,14 @@ class RequestPath:
             self.resolved, self.state.resolve, self.ctx(), _call, _never
         )
 
+    async def tokens(self) -> None:
+        """A request under a token limit: count its prompt, reserve, settle."""
+        ctx = self.ctx()
+        ctx.tokens, ctx.context_tokens = reserve_tokens(BODY, "gpt-4o-mini", 256)
+        limits = self.traffic.limits
+        reservation = await limits.admit(ctx, key="alice", tenant="acme", model="m")
+        limits.settle(reservation, 60)
+
     async def whole(self) -> int:
         ctx = self.ctx()
         await self.traffic.limits.admit(ctx, key="alice", tenant="acme", model="m")
@@ -96,7 +114,7 @@ class RequestPath:
 
 
 async def _round(
-    local: RequestPath, shared: RequestPath, client: Any, sha: str
+    local: RequestPath, tokens: RequestPath, shared: RequestPath, client: Any, sha: str
 ) -> dict[str, Figure]:
     route = local.resolved.primary
     resolved = local.resolved
@@ -114,6 +132,7 @@ async def _round(
         "local: front-door decision (3 limits)": await time_async(local.admit),
         "local: attempt path": await time_async(local.attempt),
         "local: whole request": await time_async(local.whole),
+        "local: with a token limit (count, reserve, settle)": await time_async(tokens.tokens),
     }
     out["redis-py PING"] = await time_async(client.ping, batch=50, batches=200)
     out["redis-py EVALSHA (trivial script)"] = await time_async(
@@ -128,12 +147,13 @@ async def _round(
 
 async def main_async() -> str:
     local = RequestPath(_state(""))
+    tokens = RequestPath(_state("", TOKEN_LIMITS))
     shared = RequestPath(_state(REDIS_URL))
     await local.traffic.start()
     await shared.traffic.start()
     client = aredis.Redis.from_url(REDIS_URL)
     sha = await client.script_load("return 1")
-    rounds = [await _round(local, shared, client, sha) for _ in range(ROUNDS)]
+    rounds = [await _round(local, tokens, shared, client, sha) for _ in range(ROUNDS)]
     await client.aclose()
     await local.traffic.aclose()
     await shared.traffic.aclose()
@@ -164,6 +184,7 @@ async def main_async() -> str:
         ("local: front-door decision (3 limits)", "dict get+set"),
         ("local: attempt path", "bare await of the call"),
         ("local: whole request", "bare await of the call"),
+        ("local: with a token limit (count, reserve, settle)", "dict get+set"),
         ("redis-py PING", None),
         ("redis-py EVALSHA (trivial script)", "redis-py PING"),
         ("redis: front-door decision (3 limits)", "redis-py PING"),

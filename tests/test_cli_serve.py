@@ -16,9 +16,12 @@ import hotpath.gateway._serve as serve_module
 from hotpath.cli import main
 from hotpath.gateway import (
     CacheConfig,
+    ConcurrencyConfig,
     GatewayConfig,
     GatewayKey,
+    LimitRule,
     ModelRoute,
+    TrafficConfig,
     UpstreamConfig,
     hash_key,
     load_config,
@@ -269,7 +272,27 @@ def test_describe_without_keys_says_every_client_is_accepted() -> None:
         "  upstreams: default (openai) http://127.0.0.1:8000/v1",
         "  cache: memory://?max_entries=50000 -> sqlite:///.hotpath/cache.db",
         "  " + ACCEPT_ALL,
+        "  traffic: no rate limits; 3 attempts; breakers on; concurrency off",
     ]
+
+
+def test_describe_says_which_limits_hold_and_where_they_are_kept() -> None:
+    config = GatewayConfig(
+        upstreams=(UpstreamConfig(name="default", base_url="http://127.0.0.1:8000/v1"),),
+        models={"*": ModelRoute(upstream="default")},
+        cache=CacheConfig(tiers=("memory://", "redis://127.0.0.1:6379/0")),
+        traffic=TrafficConfig(
+            limits=(LimitRule(scope="tenant", rpm=600, tpm=100_000),),
+            on_limit="queue",
+            on_redis_error="closed",
+            breaker=None,
+            concurrency=ConcurrencyConfig(algorithm="vegas"),
+        ),
+    )
+    assert describe(config)[-1] == (
+        "  traffic: limits tenant:* 600 rpm 100000 tpm (queue, shared through Redis, "
+        "fail closed); 3 attempts; breakers off; concurrency vegas"
+    )
 
 
 def test_describe_lists_every_upstream_the_tiers_and_the_key_count() -> None:

@@ -168,6 +168,8 @@ def test_redis_down_fails_open_or_closed_by_config(ok_mock: MockUpstream) -> Non
             assert response.status_code == status
             if status == 429:
                 assert response.headers["x-hotpath-rate-limit"] == "redis-unavailable"
+            unavailable = "hotpath_rate_limit_redis_unavailable_total"
+            assert metric(server, unavailable, on_error=mode) == 1
 
 
 # -- retries, pacing, breakers, fallbacks ----------------------------------------------

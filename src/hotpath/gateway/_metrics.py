@@ -102,6 +102,13 @@ class GatewayMetrics:
             ["scope", "outcome"],
             registry=r,
         )
+        self.rate_limit_unavailable = Counter(
+            "hotpath_rate_limit_redis_unavailable",
+            "Rate-limit decisions taken without Redis (unreachable), by on_error: "
+            "open (let through) or closed (refused)",
+            ["on_error"],
+            registry=r,
+        )
         self.routed = Counter(
             "hotpath_routed_requests",
             "Upstream tries, by public model and the deployment the router chose",

@@ -44,7 +44,28 @@ def describe(config: GatewayConfig) -> list[str]:
         lines.append("  no gateway keys configured: every client is accepted")
     else:
         lines.append(f"  {len(config.keys)} gateway keys configured")
+    lines.append(f"  traffic: {_describe_traffic(config)}")
     return lines
+
+
+def _describe_traffic(config: GatewayConfig) -> str:
+    traffic = config.traffic
+    rules = []
+    for rule in traffic.limits:
+        amounts = [f"{v:g} {n}" for n, v in (("rpm", rule.rpm), ("tpm", rule.tpm)) if v]
+        rules.append(f"{rule.label} {' '.join(amounts)}")
+    limits = ", ".join(rules)
+    shared = "local"
+    redis = traffic.redis_url if traffic.redis_url is not None else config.cache.redis_url
+    if redis:
+        shared = f"shared through Redis, fail {traffic.on_redis_error}"
+    parts = [
+        f"limits {limits} ({traffic.on_limit}, {shared})" if limits else "no rate limits",
+        f"{traffic.retry.attempts} attempts",
+        "breakers on" if traffic.breaker is not None else "breakers off",
+        f"concurrency {traffic.concurrency.algorithm}",
+    ]
+    return "; ".join(parts)
 
 
 def app_from_env() -> Gateway:

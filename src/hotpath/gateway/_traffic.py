@@ -215,6 +215,10 @@ class Traffic:
         return held is None or held.delay() <= 0
 
     def _pick(self, resolved: Resolved, tried: set[str]) -> Target | None:
+        targets = resolved.targets
+        if len(targets) == 1:
+            # The only deployment: the rules below would come back to it anyway.
+            return targets[0]
         router = resolved.router
         by_name = resolved.by_name
         choice = router.pick(exclude=tried, healthy=self._healthy)

@@ -18,11 +18,12 @@ from hotpath.gateway._metrics import GatewayMetrics
 from hotpath.gateway._traffic_config import LimitRule, TrafficConfig
 from hotpath.gateway._traffic_context import CallContext, Reservation
 from hotpath.traffic._gcra import Limit, LocalRateLimiter, Rate
-from hotpath.traffic._rate_redis import RedisRateLimiter
+from hotpath.traffic._rate_redis import UNAVAILABLE, RedisRateLimiter
 
 __all__ = ["GatewayLimits"]
 
 _Rules = tuple[list[Limit], list[tuple[str, Rate]]]
+_INF = float("inf")
 
 
 class GatewayLimits:
@@ -128,6 +129,11 @@ class GatewayLimits:
             decision = limiter.decide(limits, max_wait=wait_budget)  # no await: no I/O
         else:
             decision = await limiter.acquire(limits, max_wait=wait_budget)
+            if decision.limit == UNAVAILABLE or (decision.allowed and decision.remaining == _INF):
+                # Decided without Redis (it is down): by on_error, open or closed.
+                metrics = self.metrics
+                mode = self._settings.on_redis_error
+                metrics.child(metrics.rate_limit_unavailable, mode).inc()
         metrics = self.metrics
         if not decision.allowed:
             metrics.child(metrics.rate_limited, scope, "limited").inc()
@@ -155,18 +161,26 @@ class GatewayLimits:
             metrics.child(metrics.rate_limited, scope, "allowed").inc()
 
     def settle(self, reservation: Reservation | None, used: int | None) -> None:
-        """Correct a token reservation by what the call really used (in the
-        background: it must not hold the response)."""
+        """Correct a token reservation by what the call really used: at once in
+        the process, in the background over Redis (it must not hold the response)."""
         limiter = self.limiter
         if reservation is None or limiter is None or used is None:
             return
         delta = used - reservation.tokens
         if delta == 0:
             return
+        if isinstance(limiter, LocalRateLimiter):
+            for key, rate in reservation.limits:
+                limiter.adjust(key, rate, delta)  # a dict update: no task needed
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(limiter, reservation, delta))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    @staticmethod
+    async def _settle(limiter: RedisRateLimiter, reservation: Reservation, delta: int) -> None:
         for key, rate in reservation.limits:
-            task = asyncio.get_running_loop().create_task(limiter.settle(key, rate, delta))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            await limiter.settle(key, rate, delta)
 
     async def deployment(self, name: str, ctx: CallContext) -> Reservation | None:
         """Charge the limits of the deployment ``name`` for one try; raise

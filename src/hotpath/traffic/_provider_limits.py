@@ -148,6 +148,18 @@ class ProviderLimitStats:
     held_for: float
 
 
+# A reply that reports any limit reports how much of it remains.
+_MARKERS = tuple(
+    name
+    for openai, anthropic in _KINDS.values()
+    for name in (
+        f"x-ratelimit-remaining-{openai}" if openai is not None else None,
+        f"{anthropic}-remaining",
+    )
+    if name is not None
+)
+
+
 class _Limit:
     __slots__ = ("limit", "remaining", "reset_at")
 
@@ -179,6 +191,8 @@ class ProviderLimits:
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Read a reply's status and (lower-case) headers."""
+        if status != 429 and status != 503 and not any(h in headers for h in _MARKERS):
+            return  # nothing to read (most replies of most upstreams): one cheap pass
         mono = self._clock.monotonic()
         wall = self._clock.now()
         for kind, (openai, anthropic) in _KINDS.items():
