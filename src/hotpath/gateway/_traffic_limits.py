@@ -68,20 +68,6 @@ class GatewayLimits:
         """Whether some limit needs the request's token count."""
         return self._tpm
 
-    def _front_limits(self, key: str, tenant: str, model: str, tokens: int) -> list[Limit]:
-        """The limits a request is charged to. Which rules apply to a (key, tenant,
-        model) is worked out once; only token costs change per request."""
-        found = self._front_cache.get((key, tenant, model))
-        if found is None:
-            found = self._front_rules(key, tenant, model)
-            if len(self._front_cache) >= 10_000:
-                self._front_cache.clear()
-            self._front_cache[(key, tenant, model)] = found
-        requests, token_limits = found
-        if not token_limits:
-            return requests
-        return [*requests, *(Limit(name, rate, tokens) for name, rate in token_limits)]
-
     def _front_rules(
         self, key: str, tenant: str, model: str
     ) -> tuple[list[Limit], list[tuple[str, Rate]]]:
@@ -109,12 +95,23 @@ class GatewayLimits:
         limiter = self.limiter
         if limiter is None or not self._front:
             return None
-        limits = self._front_limits(key, tenant, model, ctx.tokens)
-        if not limits:
+        found = self._front_cache.get((key, tenant, model))
+        if found is None:
+            found = self._front_rules(key, tenant, model)
+            if len(self._front_cache) >= 10_000:
+                self._front_cache.clear()
+            self._front_cache[(key, tenant, model)] = found
+        # Which rules apply to a (key, tenant, model) is worked out once; only the
+        # token costs change per request.
+        requests, token_limits = found
+        if not token_limits:
+            if requests:
+                await self._acquire(limiter, requests, ctx, "request")
             return None
+        tokens = ctx.tokens
+        limits = [*requests, *(Limit(name, rate, tokens) for name, rate in token_limits)]
         await self._acquire(limiter, limits, ctx, "request")
-        tpm = [(lim.key, lim.rate) for lim in limits if lim.key.endswith(":tpm")]
-        return Reservation(ctx.tokens, tpm) if tpm else None
+        return Reservation(tokens, token_limits)
 
     async def _acquire(
         self,
