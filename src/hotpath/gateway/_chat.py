@@ -180,6 +180,10 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
     finally:
         watcher.cancel()
         flights.leave(flight)
+        if flight.done:
+            # Answered by another process's call (a follower of a shared flight):
+            # no tokens of ours were spent. A no-op once the leader settled.
+            state.traffic.limits.settle(call.reservation, 0)
 
 
 async def _send_answer(

@@ -15,10 +15,11 @@ __all__ = ["CallContext", "Reservation", "is_context_error", "usage_tokens"]
 
 @dataclass(slots=True)
 class Reservation:
-    """Tokens reserved against ``limits`` before a call, settled after it."""
+    """Tokens reserved against ``limits`` before a call, settled once after it."""
 
     tokens: int
     limits: list[tuple[str, Rate]]
+    settled: bool = False
 
 
 @dataclass(slots=True)

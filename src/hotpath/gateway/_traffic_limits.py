@@ -161,8 +161,11 @@ class GatewayLimits:
         """Correct a token reservation by what the call really used: at once in
         the process, in the background over Redis (it must not hold the response)."""
         limiter = self.limiter
-        if reservation is None or limiter is None or used is None:
+        if reservation is None or limiter is None or reservation.settled:
             return
+        reservation.settled = True
+        if used is None:
+            return  # the answer said nothing: the reservation stands
         delta = used - reservation.tokens
         if delta == 0:
             return
