@@ -293,7 +293,8 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
         flight.fail(exc)
         return
     traffic.limits.settle(call.reservation, ctx.used_tokens)
-    flight.meta = ctx.headers()
+    if not flight.meta:  # a stream's were set with its first chunk
+        flight.meta = ctx.headers()
     flight.finish(answer)
     cache = state.cache
     if ctx.fallbacks:

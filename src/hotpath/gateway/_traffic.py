@@ -242,7 +242,7 @@ class Traffic:
         until one answers; raise the last error if none does."""
         chain = [resolved.public, *resolved.spec.fallbacks]
         visited: set[str] = set()
-        current: Resolved | None = resolved
+        current = resolved
         window = resolved.spec.context_window
         fallback = resolved.spec.context_fallback
         if window is not None and fallback is not None and ctx.context_tokens > window:
@@ -250,16 +250,14 @@ class Traffic:
             self._note_fallback(ctx, resolved.public, fallback, "context_window")
             current = resolve(fallback)
             chain = [fallback, *current.spec.fallbacks]
-        last: BaseException | None = None
         position = 0
-        while current is not None:
+        while True:
             visited.add(current.public)
             try:
                 return await self._on_model(current, ctx, attempt, streamed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                last = exc
                 if streamed():
                     raise
                 target_name: str | None = None
@@ -276,8 +274,6 @@ class Traffic:
                     raise
                 self._note_fallback(ctx, current.public, target_name, reason)
                 current = resolve(target_name)
-        assert last is not None
-        raise last
 
     def _note_fallback(self, ctx: CallContext, source: str, target: str, reason: str) -> None:
         ctx.fallbacks.append(f"{source}->{target}")
@@ -316,7 +312,6 @@ class Traffic:
                 remaining = ctx.deadline - self.clock.monotonic()
                 if isinstance(exc, TrafficError) and delay > max(0.0, remaining):
                     raise
-                ctx.retries += 1
                 metrics.child(
                     metrics.retries, metrics.bounded(target.name), type(exc).__name__
                 ).inc()

@@ -32,7 +32,6 @@ class CallContext:
     context_tokens: int = 0  # what must fit the model's window: prompt and max_tokens
     deadline: float = 0.0
     attempts: int = 0
-    retries: int = 0
     deployment: str = ""
     model: str = ""
     fallbacks: list[str] = field(default_factory=list)

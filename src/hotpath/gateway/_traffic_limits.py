@@ -104,14 +104,17 @@ class GatewayLimits:
         # Which rules apply to a (key, tenant, model) is worked out once; only the
         # token costs change per request.
         requests, token_limits = found
-        if not token_limits:
-            if requests:
-                await self._acquire(limiter, requests, ctx, "request")
-            return None
         tokens = ctx.tokens
-        limits = [*requests, *(Limit(name, rate, tokens) for name, rate in token_limits)]
-        await self._acquire(limiter, limits, ctx, "request")
-        return Reservation(tokens, token_limits)
+        limits = requests
+        if token_limits:
+            limits = [*requests, *(Limit(name, rate, tokens) for name, rate in token_limits)]
+        if not limits:
+            return None
+        try:
+            await self._acquire(limiter, limits, ctx, "request")
+        except RateLimitedError as exc:
+            raise _refusal(exc) from None
+        return Reservation(tokens, token_limits) if token_limits else None
 
     async def _acquire(
         self,
@@ -135,22 +138,14 @@ class GatewayLimits:
         if not decision.allowed:
             metrics.child(metrics.rate_limited, scope, "limited").inc()
             limit = decision.limit or "unknown"
-            if decision.retry_after == float("inf"):
-                raise ApiError(
-                    429,
+            if decision.retry_after == _INF:
+                message = (
                     f"request needs {ctx.tokens} tokens, more than the limit {limit} "
-                    "allows at once: it can never pass; lower max_tokens or the prompt",
-                    type="rate_limit_error",
-                    code="request_too_large",
-                    headers={"x-hotpath-rate-limit": limit},
+                    "allows at once: it can never pass; lower max_tokens or the prompt"
                 )
-            raise traffic_api_error(
-                RateLimitedError(
-                    f"rate limit {limit} reached; retry after {decision.retry_after:.3g} s",
-                    limit=limit,
-                    retry_after=decision.retry_after,
-                )
-            )
+            else:
+                message = f"rate limit {limit} reached; retry after {decision.retry_after:.3g} s"
+            raise RateLimitedError(message, limit=limit, retry_after=decision.retry_after)
         if decision.wait > 0:
             metrics.child(metrics.rate_limited, scope, "queued").inc()
             await asyncio.sleep(decision.wait)
@@ -194,17 +189,24 @@ class GatewayLimits:
                 limits.extend(_rule_limits(rule, name, ctx.tokens))
         if not limits:
             return None
-        try:
-            await self._acquire(limiter, limits, ctx, "deployment")
-        except ApiError as exc:
-            # Another deployment (or a fallback) may still take the call.
-            raise RateLimitedError(
-                exc.message,
-                limit=exc.headers.get("x-hotpath-rate-limit", name),
-                retry_after=float(exc.headers.get("retry-after", "1")),
-            ) from None
+        # Refused: RateLimitedError, and another deployment or a fallback may still
+        # take the call.
+        await self._acquire(limiter, limits, ctx, "deployment")
         tpm = [(lim.key, lim.rate) for lim in limits if lim.key.endswith(":tpm")]
         return Reservation(ctx.tokens, tpm) if tpm else None
+
+
+def _refusal(exc: RateLimitedError) -> ApiError:
+    """The 429 for a request the front door refused."""
+    if exc.retry_after == _INF:
+        return ApiError(
+            429,
+            str(exc),
+            type="rate_limit_error",
+            code="request_too_large",
+            headers={"x-hotpath-rate-limit": exc.limit},
+        )
+    return traffic_api_error(exc)
 
 
 def _split_rule(
