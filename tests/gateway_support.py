@@ -19,6 +19,7 @@ from hotpath.gateway import (
     TrafficConfig,
     UpstreamConfig,
 )
+from hotpath.gateway._cost_config import CostConfig
 from hotpath.providers.mock import MockUpstream
 from hotpath.traffic._retry import RetryPolicy
 
@@ -50,6 +51,8 @@ def gateway_config(
     # One try per request unless a test asks for traffic control's retries: these
     # tests count the upstream's requests.
     options.setdefault("traffic", TrafficConfig(retry=RetryPolicy(attempts=1)))
+    # Usage is booked in the process unless a test says where.
+    options.setdefault("cost", CostConfig(store="memory://"))
     return GatewayConfig(upstreams=(upstream,), models=models, cache=cache, **options)
 
 

@@ -383,5 +383,7 @@ def test_hotpath_serve_process_answers_reports_an_unreachable_upstream_and_stops
         # process reports death by SIGTERM as a supervisor expects
         assert proc.wait(timeout=10) == -signal.SIGTERM
         assert "Traceback" not in log.read_text()
-    # --cache-tiers replaced the default tiers: no SQLite file in the working directory
-    assert not (tmp_path / ".hotpath").exists()
+    # --cache-tiers replaced the default tiers: no cache file in the working directory;
+    # usage is booked in the embedded default store
+    assert not (tmp_path / ".hotpath" / "cache.db").exists()
+    assert (tmp_path / ".hotpath" / "usage.db").exists()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from hotpath._clock import Clock, ManualClock, SystemClock
 from hotpath._errors import (
+    BudgetExceededError,
     CacheError,
     CircuitOpenError,
     CodecError,
@@ -89,6 +90,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BudgetExceededError",
     "CacheConfig",
     "CacheError",
     "CacheEvent",

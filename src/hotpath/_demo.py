@@ -26,9 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hotpath._background import BackgroundServer
-from hotpath._demo_workload import DemoConfig, PassResult, build_sessions, replay
+from hotpath._demo_workload import MODEL, DemoConfig, PassResult, build_sessions, replay
 from hotpath._errors import ConfigError
+from hotpath.cost import PriceTable, Usage
 from hotpath.gateway import CacheConfig, Gateway, GatewayConfig, ModelRoute, UpstreamConfig
+from hotpath.gateway._cost_config import CostConfig
 from hotpath.providers.mock import Latency, MockConfig, MockUpstream
 
 __all__ = [
@@ -127,6 +129,8 @@ class GatewayCounters:
     misses: int
     coalesced: int
     upstream_calls: int
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +145,7 @@ class DemoReport:
 def _counters(text: str) -> GatewayCounters:
     hits: dict[str, int] = {}
     misses = coalesced = upstream = 0
+    cost = saved = 0.0
     for line in text.splitlines():
         match = _SAMPLE.match(line)
         if match is None:
@@ -155,8 +160,17 @@ def _counters(text: str) -> GatewayCounters:
             coalesced += count
         elif name == "hotpath_upstream_requests_total":
             upstream += count
+        elif name == "hotpath_cost_usd_total":
+            cost += float(value)
+        elif name == "hotpath_saved_usd_total":
+            saved += float(value)
     return GatewayCounters(
-        hits_by_tier=hits, misses=misses, coalesced=coalesced, upstream_calls=upstream
+        hits_by_tier=hits,
+        misses=misses,
+        coalesced=coalesced,
+        upstream_calls=upstream,
+        cost_usd=cost,
+        saved_usd=saved,
     )
 
 
@@ -185,6 +199,7 @@ def _gateway_config(cfg: DemoConfig, upstream: str, directory: str) -> GatewayCo
         upstreams=(UpstreamConfig(name="mock", base_url=upstream),),
         models={"*": ModelRoute(upstream="mock")},
         cache=CacheConfig(tiers=tiers),
+        cost=CostConfig(store=f"sqlite:///{Path(directory) / 'usage.db'}"),
     )
 
 
@@ -292,6 +307,14 @@ def render(report: DemoReport) -> Table:
     ):
         saved = _signed(f"{b - a:+,} ({(b - a) / a:+.0%})") if a else ""
         table.add_row(label, f"{a:,}", f"{b:,}", saved)
+    direct_cost = _direct_cost(d)
+    if direct_cost is not None:
+        spent = report.metrics.cost_usd
+        change = _signed(f"{(spent - direct_cost) / direct_cost:+.0%}") if direct_cost else ""
+        table.add_row(f"upstream spend ($, {MODEL})", f"{direct_cost:.4f}", f"{spent:.4f}", change)
+        table.add_row(
+            "  saved by hits + coalescing ($)", "-", f"{report.metrics.saved_usd:.4f}", ""
+        )
     table.add_section()
     table.add_row("cache hit rate", "-", _share(g.hits, g.calls), "")
     for tier, label in _TIERS:
@@ -300,6 +323,11 @@ def render(report: DemoReport) -> Table:
     if d.errors or g.errors:
         table.add_row("errors", f"{d.errors:,}", f"{g.errors:,}", "")
     return table
+
+
+def _direct_cost(stats: PassStats) -> float | None:
+    """What the direct pass's tokens cost at the shipped price of the demo's model."""
+    return PriceTable.default().cost(MODEL, Usage(stats.prompt_tokens, stats.completion_tokens))
 
 
 def _summary(console: Console, report: DemoReport) -> None:

@@ -30,7 +30,7 @@ from hotpath._errors import ConfigError
 
 __all__ = ["Call", "DemoConfig", "Outcome", "PassResult", "build_sessions", "replay"]
 
-_MODEL = "gpt-4o-mini"
+MODEL = "gpt-4o-mini"
 _AGENTS = (
     "You are a coding agent working in a large Python repository. Read the files you are "
     "given, propose the smallest change that fixes the issue, and answer with a patch.",
@@ -142,7 +142,7 @@ def _prompt_body(cfg: DemoConfig, index: int) -> dict[str, object]:
     context = " ".join(rng.choices(_WORDS, k=rng.randint(20, 160)))
     task = f"{rng.choice(_TASKS)} item #{index}: {' '.join(rng.choices(_WORDS, k=8))}."
     return {
-        "model": _MODEL,
+        "model": MODEL,
         "temperature": 0,
         "messages": [
             {"role": "system", "content": agent},

@@ -17,7 +17,8 @@ Every error hotpath raises on purpose derives from :class:`HotpathError`::
     TrafficError                 traffic control refused a call (it was not sent)
     ├── RateLimitedError         a rate limit is spent; ``retry_after`` says when to retry
     ├── OverloadedError          a concurrency limiter shed the call (queue full, deadline)
-    └── CircuitOpenError         the upstream's circuit breaker is open
+    ├── CircuitOpenError         the upstream's circuit breaker is open
+    └── BudgetExceededError      a spend budget is used up (or this call would cross it)
 
 Faults of a cache tier's backend (Redis down, a corrupt SQLite file) are *not*
 raised to callers of the cache: the tier is marked unhealthy, the fault is
@@ -27,6 +28,7 @@ logged and counted in the stats, and the call carries on through the other tiers
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceededError",
     "CacheError",
     "CircuitOpenError",
     "CodecError",
@@ -159,3 +161,25 @@ def short_repr(value: object, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 3]}... ({len(text)} chars)"
+
+
+class BudgetExceededError(TrafficError):
+    """A spend budget is used up, or the call's reserved cost would cross it.
+    ``budget`` names it (e.g. ``tenant:acme:month``); ``limit`` and ``spent`` are
+    USD; ``reset_at`` is when its period ends (Unix seconds)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        limit: float,
+        spent: float,
+        reset_at: float,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.reset_at = reset_at

@@ -22,25 +22,36 @@ _FORMAT = 1
 @dataclass(frozen=True, slots=True)
 class Answer:
     """``body`` for ``json``; ``chunks`` (and the index of the usage-only chunk,
-    or -1) for ``sse``. ``stored_at`` is the wall-clock time it was made."""
+    or -1) for ``sse``. ``stored_at`` is the wall-clock time it was made. What it
+    cost to make, kept so that a cache hit can say what it saved: ``tokens``
+    (prompt, completion, cached; ``None`` if unknown) and ``latency`` (seconds the
+    upstream took; ``None`` if unknown)."""
 
     kind: str
     stored_at: float
     body: bytes = b""
     chunks: tuple[bytes, ...] = ()
     usage_index: int = -1
+    tokens: tuple[int, int, int] | None = None
+    latency: float | None = None
 
     def to_value(self) -> dict[str, Any]:
         """The form written to the cache (msgpack-friendly)."""
         if self.kind == "json":
-            return {"v": _FORMAT, "k": "json", "t": self.stored_at, "b": self.body}
-        return {
-            "v": _FORMAT,
-            "k": "sse",
-            "t": self.stored_at,
-            "c": list(self.chunks),
-            "u": self.usage_index,
-        }
+            value = {"v": _FORMAT, "k": "json", "t": self.stored_at, "b": self.body}
+        else:
+            value = {
+                "v": _FORMAT,
+                "k": "sse",
+                "t": self.stored_at,
+                "c": list(self.chunks),
+                "u": self.usage_index,
+            }
+        if self.tokens is not None:
+            value["n"] = list(self.tokens)
+        if self.latency is not None:
+            value["l"] = self.latency
+        return value
 
     @classmethod
     def from_value(cls, value: Any) -> Answer | None:
@@ -48,16 +59,24 @@ class Answer:
         if not isinstance(value, dict) or value.get("v") != _FORMAT:
             return None
         try:
+            tokens = value.get("n")
+            counts = (int(tokens[0]), int(tokens[1]), int(tokens[2])) if tokens else None
+            latency = value.get("l")
+            took = float(latency) if latency is not None else None
             if value["k"] == "json":
-                return cls("json", float(value["t"]), body=bytes(value["b"]))
+                return cls(
+                    "json", float(value["t"]), body=bytes(value["b"]), tokens=counts, latency=took
+                )
             if value["k"] == "sse":
                 return cls(
                     "sse",
                     float(value["t"]),
                     chunks=tuple(bytes(c) for c in value["c"]),
                     usage_index=int(value["u"]),
+                    tokens=counts,
+                    latency=took,
                 )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, IndexError):
             return None
         return None
 

@@ -18,6 +18,14 @@ import orjson
 from hotpath._clock import Clock, SystemClock
 from hotpath._errors import HotpathError
 from hotpath.cache import TieredCache
+from hotpath.gateway._admin import (
+    KEYS_PATH,
+    admin_budgets,
+    admin_create_key,
+    admin_keys,
+    admin_revoke_key,
+    admin_spend,
+)
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Receive, Request, Scope, Send, send_bytes, send_error
 from hotpath.gateway._chat import chat_completions
@@ -70,6 +78,10 @@ class Gateway:
             ("GET", "/healthz"): _healthz,
             ("GET", "/readyz"): _readyz,
             ("GET", "/metrics"): _metrics,
+            ("GET", "/admin/spend"): admin_spend,
+            ("GET", "/admin/budgets"): admin_budgets,
+            ("GET", "/admin/keys"): admin_keys,
+            ("POST", "/admin/keys"): admin_create_key,
         }
         self._paths = {path for _, path in self._routes}
         self._started = False
@@ -91,14 +103,14 @@ class Gateway:
             await self.state.cache.start()
         for provider in self.state.providers.values():
             await provider.start()
-        await self.state.traffic.start()
+        await self.state.start()
         self._ready = True
 
     async def aclose(self) -> None:
         """Cancel calls in flight and close the upstream clients and the cache."""
         self._ready = False
         await self.state.flights.aclose()
-        await self.state.traffic.aclose()
+        await self.state.aclose()
         if self.state.shared is not None:
             await self.state.shared.aclose()
         for provider in self.state.providers.values():
@@ -118,6 +130,8 @@ class Gateway:
         if not self._started:
             await self.start()
         handler = self._routes.get((scope["method"], scope["path"]))
+        if handler is None and scope["path"].startswith(KEYS_PATH) and scope["method"] == "DELETE":
+            handler = admin_revoke_key
         request = Request(scope, receive, send)
         metrics = self.state.metrics
         in_flight = metrics.in_flight
@@ -136,6 +150,8 @@ class Gateway:
         finally:
             in_flight.dec()
             route = scope["path"] if handler is not None else "unknown"
+            if handler is admin_revoke_key:
+                route = KEYS_PATH + "{name}"
             metrics.child(metrics.requests, route, status).inc()
 
     def _not_found(self, method: str, path: str) -> ApiError:

@@ -29,13 +29,15 @@ JSON = b"application/json"
 
 
 class Request:
-    """One HTTP request: the scope's method, path and headers (lower-cased)."""
+    """One HTTP request: the scope's method, path, query string and headers
+    (lower-cased)."""
 
-    __slots__ = ("headers", "method", "path", "receive", "send")
+    __slots__ = ("headers", "method", "path", "query", "receive", "send")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         self.receive = receive
         self.send = send

@@ -12,11 +12,15 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import orjson
 
+from hotpath.cost._budget import BudgetHold
+from hotpath.cost._usage import Usage
+from hotpath.gateway._admit import admit_chat
 from hotpath.gateway._answers import Answer, is_usage_chunk
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes, send_error, watch_disconnect
@@ -24,9 +28,9 @@ from hotpath.gateway._cache_key import chat_key, is_sampled
 from hotpath.gateway._controls import CacheControls, parse_controls
 from hotpath.gateway._flight import Flight, FlightFailedError
 from hotpath.gateway._resolve import Resolved, Route
-from hotpath.gateway._state import State, upstream_api_error
-from hotpath.gateway._tokens import reserve_tokens
+from hotpath.gateway._state import Caller, State, upstream_api_error
 from hotpath.gateway._traffic_context import CallContext, Reservation, usage_tokens
+from hotpath.gateway._usage_count import answer_usage, counted_usage
 from hotpath.gateway._validate import check_chat, parse_json
 
 __all__ = ["chat_completions"]
@@ -47,8 +51,12 @@ class _Call:
 
     __slots__ = (
         "body",
+        "booked",
+        "caller",
         "controls",
         "ctx",
+        "headers",
+        "hold",
         "include_usage",
         "key",
         "request_headers",
@@ -66,8 +74,15 @@ class _Call:
         key: str | None,
         ctx: CallContext,
         reservation: Reservation | None,
+        caller: Caller,
+        hold: BudgetHold | None,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         self.body = body
+        self.caller = caller
+        self.hold = hold  # the budgets' reservation
+        self.headers = headers  # what admission says: the model chosen, a downgrade
+        self.booked = False  # this request's own upstream call was booked
         # The client's headers, some forwarded upstream; set on a miss.
         self.request_headers: dict[bytes, bytes] = {}
         self.resolved = resolved
@@ -86,15 +101,12 @@ async def chat_completions(state: State, request: Request) -> None:
     caller = state.authenticate(request)
     body = parse_json(raw, orjson.loads)
     model = check_chat(body)
-    resolved = state.resolve(model)
     controls = parse_controls(request)
     traffic = state.traffic
     ctx = traffic.context(request)
-    if traffic.limits.counts_tokens or resolved.spec.context_window is not None:
-        ctx.tokens, ctx.context_tokens = reserve_tokens(
-            body, resolved.primary.deployment, traffic.config.default_completion_tokens
-        )
-    reservation = await traffic.limits.admit(ctx, key=caller.key, tenant=caller.tenant, model=model)
+    admission = await admit_chat(state, request, body, model, caller, ctx)
+    resolved = admission.resolved
+    reservation = admission.reservation
     cache = state.cache
     settings = state.config.cache
     key = None
@@ -107,7 +119,9 @@ async def chat_completions(state: State, request: Request) -> None:
             namespace=controls.namespace,
             prefix=settings.namespace,
         )
-    call = _Call(body, resolved, controls, key, ctx, reservation)
+    call = _Call(
+        body, resolved, controls, key, ctx, reservation, caller, admission.hold, admission.headers
+    )
     metrics = state.metrics
     if key is not None and controls.lookup:
         assert cache is not None
@@ -118,7 +132,9 @@ async def chat_completions(state: State, request: Request) -> None:
                 age = max(0.0, state.clock.now() - answer.stored_at)
                 if controls.max_age is None or age <= controls.max_age:
                     traffic.limits.settle(reservation, 0)
+                    state.cost.settle(call.hold, 0.0)
                     await _send_hit(state, request, call, answer, found[1], age)
+                    _book_saving(state, call, answer, "hit")
                     return
         metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
         outcome = b"miss"
@@ -132,7 +148,37 @@ def _cache_headers(call: _Call, outcome: bytes) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-hotpath-cache", outcome)]
     if call.key is not None:
         headers.append((b"x-hotpath-cache-key", call.key.encode()))
+    headers.extend(call.headers)
     return headers
+
+
+def _with_meta(
+    headers: list[tuple[bytes, bytes]], meta: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers and the flight's; the flight names the model that
+    answered when a fallback took the call, which then wins over ours."""
+    if any(name == b"x-hotpath-model" for name, _ in meta):
+        headers = [h for h in headers if h[0] != b"x-hotpath-model"]
+    return [*headers, *meta]
+
+
+def _book_saving(state: State, call: _Call, answer: Answer, how: str) -> None:
+    """Book a request answered without an upstream call of its own."""
+    try:
+        usage = answer_usage(answer)
+    except (ValueError, TypeError, IndexError):
+        usage = None
+    route = call.resolved.primary
+    state.cost.book_saving(
+        key=call.caller.key,
+        tenant=call.caller.tenant,
+        model=call.resolved.public,
+        deployment=route.name,
+        upstream_model=route.deployment,
+        usage=usage,
+        latency=answer.latency,
+        how=how,
+    )
 
 
 async def _send_hit(
@@ -157,6 +203,7 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
     if flight is not None:
         # The flight's leader pays for the call; this request takes no tokens.
         state.traffic.limits.settle(call.reservation, 0)
+        state.cost.settle(call.hold, 0.0)
         state.metrics.child(state.metrics.coalesced, _ROUTE).inc()
         headers.append((b"x-hotpath-coalesced", b"true"))
     else:
@@ -184,6 +231,9 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
             # Answered by another process's call (a follower of a shared flight):
             # no tokens of ours were spent. A no-op once the leader settled.
             state.traffic.limits.settle(call.reservation, 0)
+            state.cost.settle(call.hold, 0.0)
+            if not call.booked and flight.answer is not None:
+                _book_saving(state, call, flight.answer, "coalesced")
 
 
 async def _send_answer(
@@ -207,9 +257,11 @@ async def _send_whole(
     try:
         answer = await flight.result()
     except FlightFailedError as failed:
-        await send_error(request.send, upstream_api_error(failed.error), [*headers, *flight.meta])
+        await send_error(
+            request.send, upstream_api_error(failed.error), _with_meta(headers, flight.meta)
+        )
         return
-    await _send_answer(request, call, answer, [*headers, *flight.meta])
+    await _send_answer(request, call, answer, _with_meta(headers, flight.meta))
     state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
         time.perf_counter() - call.started
     )
@@ -230,7 +282,7 @@ async def _relay_stream(
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [*_SSE_HEADERS, *headers, *flight.meta],
+                        "headers": [*_SSE_HEADERS, *_with_meta(headers, flight.meta)],
                     }
                 )
                 started = True
@@ -247,7 +299,7 @@ async def _relay_stream(
     except FlightFailedError as failed:
         error = upstream_api_error(failed.error)
         if not started:
-            await send_error(send, error, [*headers, *flight.meta])
+            await send_error(send, error, _with_meta(headers, flight.meta))
             return
         # Headers are gone: say it in the stream, as OpenAI does, and end without [DONE].
         await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
@@ -262,7 +314,7 @@ async def _relay_stream(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_SSE_HEADERS, *headers, *flight.meta],
+                "headers": [*_SSE_HEADERS, *_with_meta(headers, flight.meta)],
             }
         )
     await send({"type": "http.response.body", "body": tail})
@@ -276,6 +328,9 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
     traffic control, which picks the deployment and retries or falls back."""
     traffic = state.traffic
     ctx = call.ctx
+    call.booked = True
+    clock = state.clock
+    started = clock.monotonic()
     try:
         answer, cacheable = await traffic.execute(
             call.resolved,
@@ -286,13 +341,17 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
         )
     except asyncio.CancelledError:
         traffic.limits.settle(call.reservation, 0)
+        _book_failure(state, call)
         raise
     except Exception as exc:  # noqa: BLE001 - every waiter answers with it
         traffic.limits.settle(call.reservation, 0)
+        _book_failure(state, call)
         flight.meta = ctx.headers() if ctx.attempts else []
         flight.fail(exc)
         return
+    latency = clock.monotonic() - started
     traffic.limits.settle(call.reservation, ctx.used_tokens)
+    answer = _book(state, call, answer, latency)
     if not flight.meta:  # a stream's were set with its first chunk
         flight.meta = ctx.headers()
     flight.finish(answer)
@@ -312,6 +371,43 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
             log.exception("could not store the answer of %s", call.key)
 
 
+def _book(state: State, call: _Call, answer: Answer, latency: float) -> Answer:
+    """Book the call's usage and cost, settle its budgets; the answer with what it
+    cost to make, for the cache (a hit then says what it saved)."""
+    ctx = call.ctx
+    usage = ctx.usage
+    if usage is None:
+        usage = counted_usage(call.body, answer, ctx.upstream_model or ctx.model)
+    caller = call.caller
+    cost = state.cost.book(
+        key=caller.key,
+        tenant=caller.tenant,
+        model=ctx.model,
+        deployment=ctx.deployment,
+        upstream_model=ctx.upstream_model,
+        usage=usage,
+    )
+    state.cost.settle(call.hold, cost)
+    state.observe_latency(ctx.model, ctx.first_byte if ctx.first_byte is not None else latency)
+    tokens = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    return replace(answer, tokens=tokens, latency=latency)
+
+
+def _book_failure(state: State, call: _Call) -> None:
+    """A call that got no answer: nothing spent (an upstream error is not billed)."""
+    ctx = call.ctx
+    state.cost.settle(call.hold, 0.0)
+    if ctx.attempts:
+        state.cost.book(
+            key=call.caller.key,
+            tenant=call.caller.tenant,
+            model=ctx.model,
+            deployment=ctx.deployment,
+            upstream_model=ctx.upstream_model,
+            usage=None,
+        )
+
+
 async def _attempt(
     state: State, call: _Call, flight: Flight, route: Route, resolved: Resolved
 ) -> tuple[Answer, bool]:
@@ -327,7 +423,9 @@ async def _attempt(
         data = await provider.chat(call.body, route.deployment, headers)
         completion = orjson.loads(data)
         if isinstance(completion, dict):
-            call.ctx.used_tokens = usage_tokens(completion.get("usage"))
+            reported = completion.get("usage")
+            call.ctx.used_tokens = usage_tokens(reported)
+            call.ctx.usage = Usage.from_openai(reported)
         return Answer("json", state.clock.now(), body=data), _cacheable(completion)
     except asyncio.CancelledError:
         outcome = "cancelled"
@@ -361,6 +459,7 @@ async def _stream_upstream(
             usage = is_usage_chunk(chunk)
             if usage:
                 ctx.used_tokens = usage_tokens(chunk.get("usage"))
+                ctx.usage = Usage.from_openai(chunk.get("usage"))
             else:
                 for choice in chunk.get("choices") or ():
                     reason = choice.get("finish_reason")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
 from hotpath._options import check_count, check_non_negative, check_positive, check_text
+from hotpath.gateway._cost_config import AdminConfig, CostConfig, SelectConfig
 from hotpath.gateway._traffic_config import TrafficConfig
 
 __all__ = [
@@ -143,7 +144,11 @@ class ModelRoute:
     healthy) or ``order`` (the first healthy). When every deployment fails, the
     request falls back to the public models in ``fallbacks``, in order. A prompt
     that does not fit ``context_window`` tokens (or an upstream's
-    context-length error) goes to ``context_fallback``.
+    context-length error) goes to ``context_fallback``. ``quality`` (0 to 1)
+    scores the model when a ``select`` route weighs it against others.
+
+    A route with ``select`` has no deployments of its own: it picks one of its
+    candidate models per request (:class:`SelectConfig`).
     """
 
     upstream: str = ""
@@ -153,8 +158,23 @@ class ModelRoute:
     fallbacks: tuple[str, ...] = ()
     context_window: int | None = None
     context_fallback: str | None = None
+    quality: float | None = None
+    select: SelectConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.quality is not None:
+            value = check_non_negative(self.quality, "models[].quality")
+            if value > 1:
+                raise ConfigError(f"models[].quality must be in [0, 1], got {self.quality!r}")
+        if self.select is not None:
+            if not isinstance(self.select, SelectConfig):
+                raise ConfigError(f"models[].select must be a table, got {self.select!r}")
+            if self.upstream or self.deployments:
+                raise ConfigError(
+                    "models[] with select picks among other models: it takes no upstream "
+                    "or deployments"
+                )
+            return
         if not self.deployments:
             check_text(self.upstream, "models[].upstream")
             if self.model is not None:
@@ -259,6 +279,8 @@ class GatewayConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     keys: tuple[GatewayKey, ...] = ()
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def __post_init__(self) -> None:
         check_text(self.host, "server.host")
@@ -283,10 +305,38 @@ class GatewayConfig:
                         f"models.{public} falls back to {other!r}, which is not a configured "
                         f"model (models: {sorted(self.models)!r})"
                     )
+        self._check_selection()
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
         digests = [k.sha256 for k in self.keys]
         if len(set(digests)) != len(digests):
             raise ConfigError("keys must be distinct: two entries have the same sha256")
+
+    def _check_selection(self) -> None:
+        models = self.models
+        for public, route in models.items():
+            if route.select is None:
+                continue
+            if public == "*":
+                raise ConfigError("models.* cannot select: name the selecting model")
+            for name in route.select.candidates:
+                candidate = models.get(name)
+                if candidate is None or candidate.select is not None:
+                    raise ConfigError(
+                        f"models.{public}.select.candidates names {name!r}, which is not a "
+                        f"configured model with deployments (models: {sorted(models)!r})"
+                    )
+                if candidate.quality is None:
+                    raise ConfigError(
+                        f"models.{name}.quality must be set (0 to 1): models.{public} "
+                        "selects among its candidates by quality"
+                    )
+        for rule in self.cost.budgets:
+            target = rule.downgrade_to
+            if target is not None and target not in models and "*" not in models:
+                raise ConfigError(
+                    f"cost.budgets[{rule.scope}:{rule.match}].downgrade_to names {target!r}, "
+                    f"which is not a configured model (models: {sorted(models)!r})"
+                )
 
     def upstream(self, name: str) -> UpstreamConfig:
         return next(u for u in self.upstreams if u.name == name)

@@ -21,6 +21,11 @@ from hotpath.gateway._config import (
     ModelTarget,
     UpstreamConfig,
 )
+from hotpath.gateway._cost_load import (
+    admin_from_document,
+    cost_from_document,
+    select_from_document,
+)
 from hotpath.gateway._traffic_load import traffic_from_document
 
 __all__ = ["ENV_VARS", "config_from_document", "load_config"]
@@ -41,7 +46,17 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HOTPATH_CACHE_SHARED": ("cache.share_across_tenants", "bool"),
 }
 
-_SECTIONS = {"server", "upstream", "upstreams", "models", "cache", "keys", "traffic"}
+_SECTIONS = {
+    "server",
+    "upstream",
+    "upstreams",
+    "models",
+    "cache",
+    "keys",
+    "traffic",
+    "cost",
+    "admin",
+}
 _SERVER = {"host", "port", "workers", "max_body_bytes"}
 _UPSTREAM = {
     "kind",
@@ -180,6 +195,8 @@ def config_from_document(doc: Mapping[str, Any]) -> GatewayConfig:
         cache=cache,
         keys=tuple(keys),
         traffic=traffic_from_document(doc.get("traffic", {})),
+        cost=cost_from_document(doc.get("cost", {})),
+        admin=admin_from_document(doc.get("admin", {})),
     )
     return config
 
@@ -215,6 +232,8 @@ _ROUTE_KEYS = {
     "fallbacks",
     "context_window",
     "context_fallback",
+    "quality",
+    "select",
 }
 _TARGET_KEYS = {"upstream", "model", "weight", "cost"}
 
@@ -223,6 +242,11 @@ def _route(public: str, spec: dict[str, Any]) -> ModelRoute:
     extra = sorted(set(spec) - _ROUTE_KEYS)
     if extra:
         raise ConfigError(f"unknown key models.{public}.{extra[0]} (known: {sorted(_ROUTE_KEYS)})")
+    if "select" in spec:
+        values = dict(spec)
+        values["select"] = select_from_document(spec["select"], f"models.{public}.select")
+        selecting: ModelRoute = _build(ModelRoute, f"models.{public}", values)
+        return selecting
     if ("upstream" in spec) == ("deployments" in spec):
         raise ConfigError(
             f"models.{public} needs either upstream (one deployment) or deployments "

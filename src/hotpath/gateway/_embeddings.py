@@ -19,12 +19,14 @@ from typing import Any
 import orjson
 
 from hotpath._tokens import encoder_for
+from hotpath.cost._budget import BudgetHold
+from hotpath.cost._usage import Usage
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes
 from hotpath.gateway._cache_key import embedding_key
 from hotpath.gateway._controls import parse_controls
 from hotpath.gateway._resolve import Resolved, Route
-from hotpath.gateway._state import State, upstream_api_error
+from hotpath.gateway._state import Caller, State, upstream_api_error
 from hotpath.gateway._traffic_context import CallContext, usage_tokens
 from hotpath.gateway._validate import check_embeddings, parse_json
 
@@ -111,6 +113,60 @@ async def _fetch(
     )
 
 
+def _sizes(model: str, items: list[str | list[int]]) -> list[int]:
+    encoder = encoder_for(model)
+    return [encoder.count(i) if isinstance(i, str) else len(i) for i in items]
+
+
+def _book(
+    state: State,
+    caller: Caller,
+    model: str,
+    route: Route,
+    ctx: CallContext,
+    items: list[str | list[int]],
+    sizes: list[int],
+    mine: list[int],
+    joined: list[tuple[int, asyncio.Future[bytes]]],
+    usage: dict[str, Any],
+    hold: BudgetHold | None,
+) -> None:
+    """Book the upstream call (if any) and what the cached and joined inputs saved."""
+    cost = state.cost
+    spent = 0.0
+    if mine:
+        used = Usage.from_openai(usage)
+        if used is None or not used.prompt_tokens:
+            counted = sizes or _sizes(ctx.upstream_model or route.deployment, items)
+            used = Usage(sum(counted[i] for i in mine), estimated=True)
+        spent = (
+            cost.book(
+                key=caller.key,
+                tenant=caller.tenant,
+                model=model,
+                deployment=ctx.deployment,
+                upstream_model=ctx.upstream_model,
+                usage=used,
+            )
+            or 0.0
+        )
+    cost.settle(hold, spent)
+    sent = set(mine)
+    saved = [i for i in range(len(items)) if i not in sent]
+    if saved:
+        counted = sizes or _sizes(route.deployment, items)
+        cost.book_saving(
+            key=caller.key,
+            tenant=caller.tenant,
+            model=model,
+            deployment=route.name,
+            upstream_model=route.deployment,
+            usage=Usage(sum(counted[i] for i in saved)),
+            latency=None,
+            how="coalesced" if len(joined) == len(saved) else "hit",
+        )
+
+
 async def embeddings(state: State, request: Request) -> None:
     started = time.perf_counter()
     raw = await read_body(request, state.config.max_body_bytes)
@@ -121,11 +177,31 @@ async def embeddings(state: State, request: Request) -> None:
     route = resolved.primary
     controls = parse_controls(request)
     traffic = state.traffic
+    cost = state.cost
     ctx = traffic.context(request)
-    if traffic.limits.counts_tokens:
-        encoder = encoder_for(route.deployment)
-        ctx.tokens = sum(encoder.count(i) if isinstance(i, str) else len(i) for i in items)
-    reservation = await traffic.limits.admit(ctx, key=caller.key, tenant=caller.tenant, model=model)
+    budgets = cost.has_budgets(caller.budgets)
+    own_tpm = any(rule.tpm is not None for rule in caller.limits)
+    sizes: list[int] = []
+    if traffic.limits.counts_tokens or budgets or own_tpm:
+        sizes = _sizes(route.deployment, items)
+        ctx.tokens = sum(sizes)
+    hold = None
+    if budgets:
+        hold = await cost.reserve(
+            key=caller.key,
+            tenant=caller.tenant,
+            model=model,
+            estimate=cost.estimate(route.deployment, ctx.tokens, 0),
+            downgrade_estimate=None,
+            extra=caller.budgets,
+        )
+    try:
+        reservation = await traffic.limits.admit(
+            ctx, key=caller.key, tenant=caller.tenant, model=model, own=caller.limits
+        )
+    except BaseException:
+        cost.settle(hold, 0.0)
+        raise
     fmt = body.get("encoding_format") or "float"
     dimensions = body.get("dimensions")
     cache = state.cache
@@ -182,6 +258,16 @@ async def embeddings(state: State, request: Request) -> None:
                 await cache.set_many(fresh, ttl=controls.ttl or state.config.cache.ttl)
     except BaseException as exc:
         traffic.limits.settle(reservation, 0)
+        cost.settle(hold, 0.0)
+        if ctx.attempts:
+            cost.book(
+                key=caller.key,
+                tenant=caller.tenant,
+                model=model,
+                deployment=ctx.deployment,
+                upstream_model=ctx.upstream_model,
+                usage=None,
+            )
         failure = exc if isinstance(exc, ApiError) else ApiError(503, "embedding call cancelled")
         for future in owned.values():
             if not future.done():
@@ -198,6 +284,7 @@ async def embeddings(state: State, request: Request) -> None:
         metrics.child(metrics.coalesced, _ROUTE).inc(len(joined))
     missing = mine  # what this request sent upstream
     traffic.limits.settle(reservation, usage_tokens(usage) if mine else 0)
+    _book(state, caller, model, route, ctx, items, sizes, mine, joined, usage, hold)
     outcome = b"miss" if len(missing) == len(items) else b"hit" if not missing else b"partial"
     if cache is None or not controls.lookup:
         outcome = b"bypass"

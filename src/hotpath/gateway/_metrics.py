@@ -171,6 +171,67 @@ class GatewayMetrics:
             ["deployment"],
             registry=r,
         )
+        self.cost = Counter(
+            "hotpath_cost_usd",
+            "Upstream spend in USD by public model (calls whose model has a price)",
+            ["model"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hotpath_tokens",
+            "Tokens billed upstream by public model and kind (prompt, completion, cached)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "hotpath_unpriced_calls",
+            "Upstream calls whose model has no price: their cost is unknown",
+            ["model"],
+            registry=r,
+        )
+        self.saved = Counter(
+            "hotpath_saved_usd",
+            "Upstream spend avoided by cache hits and coalesced requests, in USD",
+            ["model", "how"],
+            registry=r,
+        )
+        self.saved_latency = Counter(
+            "hotpath_saved_latency_seconds",
+            "Upstream latency avoided by cache hits and coalesced requests",
+            ["model", "how"],
+            registry=r,
+        )
+        self.budget_events = Counter(
+            "hotpath_budget_events",
+            "Budget alerts, downgrades and exhaustions",
+            ["budget", "kind"],
+            registry=r,
+        )
+        self.budget_refused = Counter(
+            "hotpath_budget_refusals",
+            "Requests refused because a budget was used up or would be crossed",
+            ["budget"],
+            registry=r,
+        )
+        self.budget_ratio = Gauge(
+            "hotpath_budget_used_ratio",
+            "Share of a budget used (spent and reserved), as last seen by this process",
+            ["budget"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.budget_store_errors = Counter(
+            "hotpath_budget_store_errors",
+            "Budget or usage store operations that failed (Redis / SQLite down)",
+            ["store"],
+            registry=r,
+        )
+        self.webhook_failures = Counter(
+            "hotpath_alert_webhook_failures",
+            "Budget alert webhooks that could not be delivered",
+            [],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._labels: set[str] = set()
 

@@ -9,28 +9,58 @@ from typing import NamedTuple
 
 from hotpath._clock import Clock
 from hotpath.cache import TieredCache
+from hotpath.cost._budget import BudgetRule
+from hotpath.cost._select import Candidate, Choice, ModelSelector
 from hotpath.gateway._api_errors import ApiError, upstream_api_error
 from hotpath.gateway._asgi import Request
 from hotpath.gateway._config import GatewayConfig
+from hotpath.gateway._cost import GatewayCost
+from hotpath.gateway._cost_config import SelectConfig
 from hotpath.gateway._flight import Flights
+from hotpath.gateway._key_directory import KeyDirectory
+from hotpath.gateway._keystore import KeyRecord, open_key_store
 from hotpath.gateway._metrics import GatewayMetrics
 from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._shared_flight import SharedFlights
 from hotpath.gateway._traffic import Traffic
+from hotpath.gateway._traffic_config import LimitRule
 from hotpath.providers._base import Provider
 from hotpath.traffic._router import Deployment, Router
 
-__all__ = ["Caller", "Resolved", "Route", "State", "upstream_api_error"]
+__all__ = ["Caller", "Resolved", "Route", "State", "caller_of", "upstream_api_error"]
 
 log = logging.getLogger("hotpath.gateway")
 
 
 class Caller(NamedTuple):
     """Who sent a request: the name of its gateway key (``""`` when the gateway
-    has no keys) and its tenant."""
+    has no keys) and its tenant; a key made through the admin API brings its own
+    rate limits and budget."""
 
     key: str
     tenant: str
+    limits: tuple[LimitRule, ...] = ()
+    budgets: tuple[BudgetRule, ...] = ()
+
+
+DEFAULT_KEYS_STORE = "sqlite:///.hotpath/keys.db"
+
+
+def caller_of(record: KeyRecord) -> Caller:
+    limits: tuple[LimitRule, ...] = ()
+    if record.rpm is not None or record.tpm is not None:
+        limits = (LimitRule(scope="key", match=record.name, rpm=record.rpm, tpm=record.tpm),)
+    budgets: tuple[BudgetRule, ...] = ()
+    if record.budget_usd is not None:
+        budgets = (
+            BudgetRule(
+                scope="key",
+                match=record.name,
+                limit_usd=record.budget_usd,
+                period=record.budget_period,
+            ),
+        )
+    return Caller(record.name, record.tenant, limits, budgets)
 
 
 _ANONYMOUS = Caller("", "")
@@ -57,14 +87,89 @@ class State:
         redis_url = config.cache.redis_url if config.cache.enabled else None
         self.shared = SharedFlights(redis_url) if redis_url is not None else None
         self.traffic = Traffic(config, providers, metrics, clock)
+        self.cost = GatewayCost(config, metrics, clock, redis_url=self.traffic.redis_url)
         self._keys = {k.sha256: Caller(k.name, k.tenant) for k in config.keys}
         self._routes: dict[str, Resolved] = {}
         self._auth_cache: dict[bytes, Caller] = {}
+        self._selectors: dict[str, ModelSelector] = {}
+        self._watching: dict[str, list[ModelSelector]] = {}
+        for public, route in config.models.items():
+            if route.select is not None:
+                selector = self._selector(route.select, clock)
+                self._selectors[public] = selector
+                for name in route.select.candidates:
+                    self._watching.setdefault(name, []).append(selector)
+        self.admin_digest = config.admin.digest()
+        self.directory: KeyDirectory | None = None
+        self._stored_keys = False  # whether the key store holds any key
+        if config.admin.enabled:
+            url = config.admin.keys_store or self.traffic.redis_url or DEFAULT_KEYS_STORE
+            store = open_key_store(url, prefix=f"{config.cache.namespace}:")
+            self.directory = KeyDirectory(store, clock=clock, on_change=self._keys_changed)
+
+    def _selector(self, settings: SelectConfig, clock: Clock) -> ModelSelector:
+        candidates = []
+        for name in settings.candidates:
+            route = self.config.models[name]
+            price = self.cost.price(route.deployments[0].model or name)
+            window = route.context_window
+            if window is None and price is not None:
+                window = price.context_window
+            candidates.append(
+                Candidate(
+                    name=name,
+                    quality=route.quality if route.quality is not None else 0.0,
+                    input_price=price.input if price is not None else None,
+                    output_price=price.output if price is not None else None,
+                    context_window=window,
+                )
+            )
+        return ModelSelector(
+            candidates,
+            weights=settings.weights,
+            min_quality=settings.min_quality,
+            long_prompt_tokens=settings.long_prompt_tokens,
+            long_prompt_model=settings.long_prompt_model,
+            expected_completion_tokens=settings.expected_completion_tokens,
+            clock=clock,
+        )
+
+    def select(
+        self, model: str, *, prompt_tokens: int, completion: int | None, tier: str
+    ) -> Choice:
+        """The model the ``select`` route ``model`` picks for this request."""
+        return self._selectors[model].choose(
+            prompt_tokens=prompt_tokens, completion_tokens=completion, tier=tier
+        )
+
+    def observe_latency(self, model: str, latency: float) -> None:
+        """An upstream latency of ``model``, for the selectors that weigh it."""
+        for selector in self._watching.get(model, ()):
+            selector.observe(model, latency)
+
+    def _keys_changed(self) -> None:
+        self._auth_cache.clear()
+        assert self.directory is not None
+        self._stored_keys = bool(self.directory.records)
+
+    async def start(self) -> None:
+        await self.traffic.start()
+        await self.cost.start()
+        if self.directory is not None:
+            await self.directory.start()
+            self._keys_changed()
+
+    async def aclose(self) -> None:
+        await self.traffic.aclose()
+        await self.cost.aclose()
+        if self.directory is not None:
+            await self.directory.aclose()
 
     def authenticate(self, request: Request) -> Caller:
         """The key and tenant of the request; 401 for a missing or unknown key.
-        With no keys configured, every request is accepted (key and tenant ``""``)."""
-        if not self._keys:
+        With no keys configured or stored, every request is accepted (key and
+        tenant ``""``)."""
+        if not self._keys and not self._stored_keys:
             return _ANONYMOUS
         auth = request.headers.get(b"authorization")
         if auth is None:
@@ -80,6 +185,9 @@ class State:
         scheme, _, key = auth.partition(b" ")
         digest = hashlib.sha256(key.strip()).hexdigest()
         caller = self._keys.get(digest) if scheme.lower() == b"bearer" else None
+        if caller is None and self.directory is not None and scheme.lower() == b"bearer":
+            record = self.directory.lookup(digest)
+            caller = caller_of(record) if record is not None else None
         if caller is None:
             # The key itself is never echoed: only how it ends, as OpenAI does.
             tail = key.strip()[-4:].decode("latin-1", "replace")

@@ -9,17 +9,32 @@ The completion is reserved at its ceiling: ``max_completion_tokens`` or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hotpath._tokens import count_chat_prompt, encoder_for
 
-__all__ = ["reserve_tokens"]
+__all__ = ["TokenCounts", "count_request", "reserve_tokens"]
+
+
+class TokenCounts(NamedTuple):
+    """A chat request's ``prompt`` tokens, its ``completion`` ceiling (all
+    choices), and what must fit the context window (the prompt and the request's
+    own ``max_tokens``)."""
+
+    prompt: int
+    completion: int
+    context: int
 
 
 def reserve_tokens(body: dict[str, Any], model: str, default_completion: int) -> tuple[int, int]:
     """``(tokens to reserve, tokens that must fit the context window)`` for a
-    validated chat request to ``model``: the window must hold the prompt and the
-    request's own ``max_tokens``, if any."""
+    validated chat request to ``model``."""
+    counts = count_request(body, model, default_completion)
+    return counts.prompt + counts.completion, counts.context
+
+
+def count_request(body: dict[str, Any], model: str, default_completion: int) -> TokenCounts:
+    """The :class:`TokenCounts` of a validated chat request to ``model``."""
     messages = body.get("messages")
     prompt = count_chat_prompt(
         encoder_for(model), messages if isinstance(messages, list) else [], body.get("tools")
@@ -30,7 +45,7 @@ def reserve_tokens(body: dict[str, Any], model: str, default_completion: int) ->
     ceiling = default_completion if asked is None else asked
     n = _count(body.get("n"))
     choices = n if n else 1
-    return prompt + ceiling * choices, prompt + (asked or 0)
+    return TokenCounts(prompt, ceiling * choices, prompt + (asked or 0))
 
 
 def _count(value: Any) -> int | None:

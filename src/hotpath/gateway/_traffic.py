@@ -82,6 +82,7 @@ class Traffic:
             clock,
             redis_url=self.redis_url,
             prefix=f"{config.cache.namespace}:rl:",
+            per_key=config.admin.enabled,
         )
         self.budget = RetryBudget(ratio=settings.retry_budget, clock=clock)
         self.breaker_sync: RedisBreakerSync | None = None
@@ -335,7 +336,9 @@ class Traffic:
         ctx.attempts += 1
         ctx.deployment = name
         ctx.model = resolved.public
+        ctx.upstream_model = target.deployment
         ctx.first_byte = None
+        ctx.usage = None
         provider = self.provider_limits(name)
         hold = provider.delay(ctx.tokens)
         if hold > 0:

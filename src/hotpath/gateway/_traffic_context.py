@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from hotpath._errors import UpstreamStatusError
+from hotpath.cost._usage import Usage
 from hotpath.traffic._gcra import Rate
 
 __all__ = ["CallContext", "Reservation", "is_context_error", "usage_tokens"]
@@ -37,6 +38,8 @@ class CallContext:
     fallbacks: list[str] = field(default_factory=list)
     first_byte: float | None = None
     used_tokens: int | None = None  # the answer's usage, set by the attempt
+    usage: Usage | None = None  # the answer's usage as the upstream reported it
+    upstream_model: str = ""  # the model name the answering deployment knows
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """What the response says about routing: the deployment that answered,

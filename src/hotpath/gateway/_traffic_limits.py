@@ -37,6 +37,7 @@ class GatewayLimits:
         *,
         redis_url: str | None,
         prefix: str,
+        per_key: bool = False,
     ) -> None:
         self._settings = settings
         self.metrics = metrics
@@ -46,7 +47,8 @@ class GatewayLimits:
         self._deployment_rules = [r for r in settings.limits if r.scope == "deployment"]
         self._tpm = any(r.tpm is not None for r in settings.limits)
         self.limiter: LocalRateLimiter | RedisRateLimiter | None = None
-        if settings.limits:
+        if settings.limits or per_key:
+            # per_key: keys made through the admin API may carry their own limits.
             if redis_url is not None:
                 self.limiter = RedisRateLimiter(
                     redis_url, prefix=prefix, on_error=settings.on_redis_error
@@ -65,7 +67,8 @@ class GatewayLimits:
 
     @property
     def counts_tokens(self) -> bool:
-        """Whether some limit needs the request's token count."""
+        """Whether some configured limit needs the request's token count (a key's
+        own ``tpm`` is checked by the caller)."""
         return self._tpm
 
     def _front_rules(
@@ -88,16 +91,26 @@ class GatewayLimits:
         return requests, token_limits
 
     async def admit(
-        self, ctx: CallContext, *, key: str, tenant: str, model: str
+        self,
+        ctx: CallContext,
+        *,
+        key: str,
+        tenant: str,
+        model: str,
+        own: tuple[LimitRule, ...] = (),
     ) -> Reservation | None:
         """Charge the front-door limits for one request (waiting, in queue mode, up
-        to the request's deadline); raise an ApiError 429 if it may not go."""
+        to the request's deadline); raise an ApiError 429 if it may not go. ``own``
+        are the key's own limits (a key made through the admin API); a key's
+        limits never change, so they are cached with the configured ones."""
         limiter = self.limiter
-        if limiter is None or not self._front:
+        if limiter is None or not (self._front or own):
             return None
         found = self._front_cache.get((key, tenant, model))
         if found is None:
             found = self._front_rules(key, tenant, model)
+            for rule in own:
+                _split_rule(rule, key, found[0], found[1])
             if len(self._front_cache) >= 10_000:
                 self._front_cache.clear()
             self._front_cache[(key, tenant, model)] = found
