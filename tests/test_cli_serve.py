@@ -14,6 +14,7 @@ import pytest
 
 import hotpath.gateway._serve as serve_module
 from hotpath.cli import main
+from hotpath.cost import BudgetRule
 from hotpath.gateway import (
     CacheConfig,
     ConcurrencyConfig,
@@ -27,6 +28,7 @@ from hotpath.gateway import (
     load_config,
 )
 from hotpath.gateway._config_load import ENV_VARS
+from hotpath.gateway._cost_config import AdminConfig, CostConfig
 from hotpath.gateway._serve import describe
 from serve_support import free_port, hotpath_serve, wait_until_healthy
 
@@ -273,6 +275,7 @@ def test_describe_without_keys_says_every_client_is_accepted() -> None:
         "  cache: memory://?max_entries=50000 -> sqlite:///.hotpath/cache.db",
         "  " + ACCEPT_ALL,
         "  traffic: no rate limits; 3 attempts; breakers on; concurrency off",
+        "  cost: usage in sqlite:///.hotpath/usage.db; no budgets; admin API off",
     ]
 
 
@@ -289,9 +292,23 @@ def test_describe_says_which_limits_hold_and_where_they_are_kept() -> None:
             concurrency=ConcurrencyConfig(algorithm="vegas"),
         ),
     )
-    assert describe(config)[-1] == (
+    assert describe(config)[-2] == (
         "  traffic: limits tenant:* 600 rpm 100000 tpm (queue, shared through Redis, "
         "fail closed); 3 attempts; breakers off; concurrency vegas"
+    )
+
+
+def test_describe_says_where_usage_budgets_and_keys_are_kept() -> None:
+    config = GatewayConfig(
+        upstreams=(UpstreamConfig(name="default", base_url="http://127.0.0.1:8000/v1"),),
+        models={"*": ModelRoute(upstream="default")},
+        cache=CacheConfig(tiers=("memory://", "redis://:secret@127.0.0.1:6379/0")),
+        cost=CostConfig(budgets=(BudgetRule(scope="tenant", limit_usd=50),)),
+        admin=AdminConfig(key_env="HOTPATH_ADMIN_KEY"),
+    )
+    assert describe(config)[-1] == (
+        "  cost: usage in redis://:***@127.0.0.1:6379/0; 1 budgets (shared through Redis, "
+        "fail open); admin API on (keys in redis://:***@127.0.0.1:6379/0)"
     )
 
 

@@ -112,7 +112,7 @@ async def test_refusal_names_budget_limit_spend_and_reset(make: Maker) -> None:
     assert err.reset_at == reset.end
     assert "would be crossed" in str(err)
     assert "$1.00" in str(err)
-    assert "$0.9000 spent" in str(err)
+    assert "$0.90 spent" in str(err)
     assert reset.reset_iso() in str(err)
     assert err.retry_after is not None
     assert err.retry_after >= 1

@@ -779,3 +779,21 @@ def test_recording_is_bounded_and_ports_are_validated() -> None:
         assert [r.body["seed"] for r in mock.requests] == [1, 2]
     with pytest.raises(ConfigError, match="port"):
         MockUpstream(port=70000)
+
+
+def test_usage_can_be_omitted_like_a_server_that_reports_none() -> None:
+    with MockUpstream(MockConfig(completion_tokens=4)) as upstream:
+        omit = {"x-mock-usage": "omit"}
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        whole = httpx.post(f"{upstream.url}/chat/completions", json=body, headers=omit)
+        streamed = httpx.post(
+            f"{upstream.url}/chat/completions",
+            json={**body, "stream": True, "stream_options": {"include_usage": True}},
+            headers=omit,
+        )
+    assert whole.status_code == 200
+    assert "usage" not in whole.json()
+    assert whole.json()["choices"][0]["message"]["content"]
+    assert streamed.status_code == 200
+    assert '"usage":{' not in streamed.text
+    assert streamed.text.rstrip().endswith("data: [DONE]")

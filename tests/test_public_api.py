@@ -7,12 +7,13 @@ import sys
 
 import hotpath
 import hotpath.cache
+import hotpath.cost
 import hotpath.gateway
 import hotpath.traffic
 
 
 def test_all_names_exist_and_are_sorted() -> None:
-    for module in (hotpath, hotpath.cache, hotpath.gateway, hotpath.traffic):
+    for module in (hotpath, hotpath.cache, hotpath.cost, hotpath.gateway, hotpath.traffic):
         assert sorted(module.__all__) == list(module.__all__)
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name} missing"

@@ -45,14 +45,17 @@ from hotpath.cache import (
 
 if TYPE_CHECKING:
     from hotpath.gateway import (
+        AdminConfig,
         CacheConfig,
         ConcurrencyConfig,
+        CostConfig,
         Gateway,
         GatewayConfig,
         GatewayKey,
         LimitRule,
         ModelRoute,
         ModelTarget,
+        SelectConfig,
         TrafficConfig,
         UpstreamConfig,
         hash_key,
@@ -65,6 +68,9 @@ __version__ = "0.1.0"
 # pay for that import, so its names load on first use.
 _GATEWAY = frozenset(
     {
+        "AdminConfig",
+        "CostConfig",
+        "SelectConfig",
         "CacheConfig",
         "ConcurrencyConfig",
         "LimitRule",
@@ -90,6 +96,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdminConfig",
     "BudgetExceededError",
     "CacheConfig",
     "CacheError",
@@ -102,6 +109,7 @@ __all__ = [
     "CodecError",
     "ConcurrencyConfig",
     "ConfigError",
+    "CostConfig",
     "Gateway",
     "GatewayConfig",
     "GatewayKey",
@@ -120,6 +128,7 @@ __all__ = [
     "Record",
     "RedisTier",
     "SQLiteTier",
+    "SelectConfig",
     "SystemClock",
     "Tier",
     "TierStats",

@@ -28,9 +28,7 @@ from hotpath.cost._report import spend_table
 from hotpath.cost._select import Candidate, Choice, ModelSelector, Weights
 from hotpath.cost._usage import Usage
 
-__all__ = [
-    "COUNTERS",
-    "DIMENSIONS",
+__all__ = [  # noqa: RUF022 - sorted plainly, as the other packages
     "BudgetEvent",
     "BudgetExceededError",
     "BudgetHold",
@@ -38,8 +36,10 @@ __all__ = [
     "BudgetStatus",
     "BudgetStore",
     "Budgets",
+    "COUNTERS",
     "Candidate",
     "Choice",
+    "DIMENSIONS",
     "Ledger",
     "LedgerStats",
     "LedgerStore",

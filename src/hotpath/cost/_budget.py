@@ -27,7 +27,7 @@ from hotpath._options import check_positive, check_text
 from hotpath.cost._budget_store import REFUSED, BudgetStore, Counter, LocalBudgetStore
 from hotpath.cost._periods import PERIODS, Period, Window, window
 
-__all__ = ["BudgetEvent", "BudgetHold", "BudgetRule", "BudgetStatus", "Budgets"]
+__all__ = ["BudgetEvent", "BudgetHold", "BudgetRule", "BudgetStatus", "Budgets", "usd"]
 
 log = logging.getLogger("hotpath.cost")
 
@@ -339,11 +339,11 @@ class Budgets:
             cause = (
                 "is used up"
                 if used >= status.limit
-                else (f"would be crossed by this request's reserved cost (${reserved_usd:.4f})")
+                else f"would be crossed by this request's reserved cost ({usd(reserved_usd)})"
             )
             raise BudgetExceededError(
-                f"budget {status.name} of ${status.limit:.2f} {cause}: "
-                f"${status.spent:.4f} spent, ${status.reserved:.4f} reserved by calls under "
+                f"budget {status.name} of {usd(status.limit)} {cause}: "
+                f"{usd(status.spent)} spent, {usd(status.reserved)} reserved by calls under "
                 f"way; it resets at {win.reset_iso()}",
                 budget=status.name,
                 limit=status.limit,
@@ -456,5 +456,17 @@ class Budgets:
             log.warning("budgets: the store is available again")
 
 
-def _nanos(usd: float) -> int:
-    return max(0, round(usd * NANOS))
+def _nanos(amount: float) -> int:
+    return max(0, round(amount * NANOS))
+
+
+def usd(amount: float) -> str:
+    """Dollars for people: cents from $1 up (``$12.50``), four significant digits
+    below (``$0.20``, ``$0.004``, ``$0.0001234``)."""
+    if abs(amount) >= 1 or not amount:
+        return f"${amount:,.2f}"
+    text = f"{amount:.4g}"
+    if "e" in text:
+        text = f"{amount:.10f}".rstrip("0")
+    decimals = len(text.partition(".")[2])
+    return f"${text}" if decimals >= 2 else f"${amount:.2f}"

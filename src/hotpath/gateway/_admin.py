@@ -99,7 +99,7 @@ async def admin_spend(state: State, request: Request) -> None:
         raise ApiError(503, f"the usage store cannot be read: {exc}", type="server_error") from None
     if fmt == "table":
         text = spend_table(rows, by).encode()
-        await send_bytes(request.send, 200, text, [(b"content-type", b"text/plain; charset=utf-8")])
+        await send_bytes(request.send, 200, text, content_type=b"text/plain; charset=utf-8")
         return
     body = {
         "by": list(by),

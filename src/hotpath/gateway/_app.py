@@ -196,6 +196,8 @@ async def _readyz(state: State, request: Request) -> None:
 
 
 async def _metrics(state: State, request: Request) -> None:
+    directory = state.directory
+    state.cost.export({"keys": directory.stats().poll_failures} if directory is not None else None)
     body = await asyncio.get_running_loop().run_in_executor(None, state.metrics.render)
     await request.send(
         {

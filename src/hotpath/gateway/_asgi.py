@@ -82,15 +82,19 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 
 async def send_bytes(
-    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    content_type: bytes = JSON,
 ) -> None:
-    """A whole JSON response."""
+    """A whole response (JSON unless ``content_type`` says otherwise)."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", JSON),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 *headers,
             ],

@@ -20,15 +20,15 @@ from typing import Any
 import orjson
 
 from hotpath._clock import Clock
-from hotpath._errors import BudgetExceededError
-from hotpath.cost._budget import BudgetEvent, BudgetHold, BudgetRule, Budgets
+from hotpath._errors import BudgetExceededError, TrafficError
+from hotpath.cost._budget import BudgetEvent, BudgetHold, BudgetRule, Budgets, usd
 from hotpath.cost._budget_redis import RedisBudgetStore
 from hotpath.cost._budget_store import BudgetStore, LocalBudgetStore
 from hotpath.cost._ledger import Ledger, open_ledger_store
 from hotpath.cost._periods import PERIODS, window
 from hotpath.cost._prices import Price, PriceTable
 from hotpath.cost._usage import Usage
-from hotpath.gateway._api_errors import ApiError
+from hotpath.gateway._api_errors import ApiError, traffic_api_error
 from hotpath.gateway._config import GatewayConfig
 from hotpath.gateway._metrics import GatewayMetrics
 
@@ -85,6 +85,7 @@ class GatewayCost:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._webhook: Any = None  # an aiohttp session, made on the first alert
+        self._exported: dict[str, int] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -141,6 +142,19 @@ class GatewayCost:
         for name, spent in totals.items():
             store.seed(name, spent, int(now) + 40 * 86400)
 
+    def export(self, extra: dict[str, int] | None = None) -> None:
+        """Bring the store-failure counters of /metrics up to date (read at scrape
+        time from the budgets' and the ledger's own counts, and ``extra``)."""
+        counts = {"budget": self.budgets.stats.store_errors, **(extra or {})}
+        if self.ledger is not None:
+            counts["usage"] = self.ledger.stats.flush_failures
+        metric = self.metrics.budget_store_errors
+        for store, count in counts.items():
+            delta = count - self._exported.get(store, 0)
+            if delta > 0:
+                self.metrics.child(metric, store).inc(delta)
+            self._exported[store] = count
+
     # -- prices ----------------------------------------------------------------------
 
     def price(self, model: str) -> Price | None:
@@ -186,6 +200,8 @@ class GatewayCost:
         except BudgetExceededError as exc:
             self.metrics.child(self.metrics.budget_refused, self.metrics.bounded(exc.budget)).inc()
             raise budget_api_error(exc) from None
+        except TrafficError as exc:  # the store is down and budgets fail closed
+            raise traffic_api_error(exc) from None
         if hold is not None:
             for status in hold.budgets:
                 self.metrics.child(
@@ -283,19 +299,19 @@ class GatewayCost:
         metrics.child(metrics.budget_events, metrics.bounded(status.name), event.kind).inc()
         if event.kind == "alert":
             log.warning(
-                "budget %s at %.0f%%: $%.4f of $%.2f used (resets %s)",
+                "budget %s at %.0f%%: %s of %s used (resets %s)",
                 status.name,
                 status.ratio * 100,
-                status.spent + status.reserved,
-                status.limit,
+                usd(status.spent + status.reserved),
+                usd(status.limit),
                 status.reset_at,
             )
         elif event.kind == "exhausted":
             log.warning(
-                "budget %s is used up: $%.4f of $%.2f; requests are refused until %s",
+                "budget %s refused a request (%s of %s spent or reserved); it resets %s",
                 status.name,
-                status.spent + status.reserved,
-                status.limit,
+                usd(status.spent + status.reserved),
+                usd(status.limit),
                 status.reset_at,
             )
         else:

@@ -221,8 +221,8 @@ class GatewayMetrics:
             multiprocess_mode="max",
         )
         self.budget_store_errors = Counter(
-            "hotpath_budget_store_errors",
-            "Budget or usage store operations that failed (Redis / SQLite down)",
+            "hotpath_cost_store_errors",
+            "Failed operations of the budget, usage and key stores (Redis or SQLite down)",
             ["store"],
             registry=r,
         )

@@ -45,7 +45,39 @@ def describe(config: GatewayConfig) -> list[str]:
     else:
         lines.append(f"  {len(config.keys)} gateway keys configured")
     lines.append(f"  traffic: {_describe_traffic(config)}")
+    lines.append(f"  cost: {_describe_cost(config)}")
     return lines
+
+
+def _describe_cost(config: GatewayConfig) -> str:
+    from hotpath.cache._redis_url import redact
+    from hotpath.gateway._cost import DEFAULT_USAGE_STORE
+    from hotpath.gateway._state import DEFAULT_KEYS_STORE
+
+    cost = config.cost
+    traffic = config.traffic
+    redis = traffic.redis_url or (config.cache.redis_url if config.cache.enabled else None)
+    parts = []
+    if cost.enabled:
+        parts.append(f"usage in {redact(cost.store or redis or DEFAULT_USAGE_STORE)}")
+    else:
+        parts.append("usage accounting off")
+    if cost.budgets:
+        budget_store = cost.budget_store or redis
+        where = (
+            "shared through Redis"
+            if budget_store and not budget_store.startswith(("memory", "sqlite"))
+            else "in this process"
+        )
+        parts.append(f"{len(cost.budgets)} budgets ({where}, fail {cost.on_redis_error})")
+    else:
+        parts.append("no budgets")
+    if config.admin.enabled:
+        keys = config.admin.keys_store or redis or DEFAULT_KEYS_STORE
+        parts.append(f"admin API on (keys in {redact(keys)})")
+    else:
+        parts.append("admin API off")
+    return "; ".join(parts)
 
 
 def _describe_traffic(config: GatewayConfig) -> str:

@@ -300,7 +300,16 @@ class MockApp:
             return
         handler = _HANDLERS[kind]
         content_filter = todo.fault == "content_filter" and kind != _EMBED
+        omit_usage = headers.get("x-mock-usage") == "omit" and kind != _MESSAGES and is_dict
+        if omit_usage:
+            # Like a compatible server that reports no usage (and ignores
+            # stream_options.include_usage).
+            payload = {k: v for k, v in payload.items() if k != "stream_options"}
         reply = handler(self, payload, content_filter)
+        if omit_usage and reply.status == 200 and reply.frames is None:
+            document = orjson.loads(reply.body)
+            document.pop("usage", None)
+            reply = dataclasses.replace(reply, body=orjson.dumps(document))
         if reply.status != 200:
             await send_reply(send, reply)
             return
