@@ -12,9 +12,10 @@ import pytest
 from rich.console import Console
 
 from hotpath._demo import DemoConfig, DemoReport, config_from_flags, run_demo
-from hotpath._demo_workload import build_sessions
+from hotpath._demo_workload import MODEL, build_sessions
 from hotpath._errors import ConfigError
 from hotpath.cli import main
+from hotpath.cost import PriceTable, Usage
 
 TINY = DemoConfig(
     calls=60,
@@ -74,6 +75,21 @@ def test_the_headers_agree_with_the_gateway_metrics(demo_run: tuple[DemoReport, 
     assert metrics.misses == gateway.calls - gateway.hits
 
 
+def test_what_the_gateway_spent_and_saved_adds_up_to_the_direct_spend(
+    demo_run: tuple[DemoReport, str, Path],
+) -> None:
+    """Every call of the gateway pass was either paid for upstream or saved; each
+    costs what the same call cost in the direct pass (the answers are deterministic)."""
+    report = demo_run[0]
+    price = PriceTable.default().lookup(MODEL)
+    assert price is not None
+    direct = price.cost(Usage(report.direct.prompt_tokens, report.direct.completion_tokens))
+    spent = price.cost(Usage(report.gateway.prompt_tokens, report.gateway.completion_tokens))
+    assert report.metrics.cost_usd == pytest.approx(spent)
+    assert report.metrics.saved_usd > 0
+    assert report.metrics.cost_usd + report.metrics.saved_usd == pytest.approx(direct)
+
+
 def test_the_table_and_summary_are_printed(demo_run: tuple[DemoReport, str, Path]) -> None:
     text = demo_run[1]
     for row in (
@@ -88,6 +104,8 @@ def test_the_table_and_summary_are_printed(demo_run: tuple[DemoReport, str, Path
         "from memory",
         "from SQLite",
         "coalesced requests",
+        "upstream spend ($, gpt-4o-mini)",
+        "saved by hits + coalescing ($)",
     ):
         assert row in text, row
     assert "through hotpath" in text and "direct" in text
