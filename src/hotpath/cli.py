@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hotpath.providers.mock._cli import add_parser as add_mock_parser
 
     add_mock_parser(sub)
+    from hotpath._spend_cli import add_parser as add_spend_parser
+
+    add_spend_parser(sub)
     return parser
 
 
@@ -123,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(hash_key(args.key))
         return 0
+    if args.command == "spend":
+        from hotpath._spend_cli import run as spend
+
+        return spend(args)
     if args.command == "mock-upstream":
         from hotpath.providers.mock._cli import run
 

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hotpath.cost._ledger import SpendRow, total_row
 
-__all__ = ["spend_table"]
+__all__ = ["spend_document", "spend_table"]
 
 _COLUMNS = (
     ("requests", ">"),
@@ -64,3 +65,26 @@ def spend_table(rows: Sequence[SpendRow], by: Sequence[str]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([render(header), rule, *map(render, body), rule, render(total)]) + "\n"
+
+
+def spend_document(
+    rows: Sequence[SpendRow],
+    *,
+    by: Sequence[str],
+    since: str | None,
+    until: str | None,
+    where: Mapping[str, str],
+    prices_date: str,
+) -> dict[str, Any]:
+    """The JSON-ready spend report (``GET /admin/spend`` and ``hotpath spend --json``):
+    ``by``, ``since``, ``until``, ``where``, ``prices_date``, ``data`` (one dict per
+    row of ``rows``) and ``total``."""
+    return {
+        "by": list(by),
+        "since": since,
+        "until": until,
+        "where": dict(where),
+        "prices_date": prices_date,
+        "data": [r.to_dict() for r in rows],
+        "total": total_row(rows).to_dict(),
+    }

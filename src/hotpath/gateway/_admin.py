@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from hotpath._errors import ConfigError, HotpathError
-from hotpath.cost._ledger import DIMENSIONS, total_row
-from hotpath.cost._report import spend_table
+from hotpath.cost._ledger import DIMENSIONS
+from hotpath.cost._report import spend_document, spend_table
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes
 from hotpath.gateway._keystore import KeyExistsError, KeyStoreError
@@ -101,15 +101,14 @@ async def admin_spend(state: State, request: Request) -> None:
         text = spend_table(rows, by).encode()
         await send_bytes(request.send, 200, text, content_type=b"text/plain; charset=utf-8")
         return
-    body = {
-        "by": list(by),
-        "since": query.get("since"),
-        "until": query.get("until"),
-        "where": where,
-        "prices_date": state.cost.prices.date,
-        "data": [r.to_dict() for r in rows],
-        "total": total_row(rows).to_dict(),
-    }
+    body = spend_document(
+        rows,
+        by=by,
+        since=query.get("since"),
+        until=query.get("until"),
+        where=where,
+        prices_date=state.cost.prices.date,
+    )
     await send_bytes(request.send, 200, orjson.dumps(body))
 
 

@@ -170,9 +170,14 @@ class ModelRoute:
             if not isinstance(self.select, SelectConfig):
                 raise ConfigError(f"models[].select must be a table, got {self.select!r}")
             if self.upstream or self.deployments:
+                given = (
+                    f"upstream {self.upstream!r}"
+                    if self.upstream
+                    else f"deployments {[getattr(d, 'upstream', d) for d in self.deployments]!r}"
+                )
                 raise ConfigError(
                     "models[] with select picks among other models: it takes no upstream "
-                    "or deployments"
+                    f"or deployments, got {given}"
                 )
             return
         if not self.deployments:
@@ -330,11 +335,11 @@ class GatewayConfig:
                         f"models.{name}.quality must be set (0 to 1): models.{public} "
                         "selects among its candidates by quality"
                     )
-        for rule in self.cost.budgets:
+        for i, rule in enumerate(self.cost.budgets):
             target = rule.downgrade_to
             if target is not None and target not in models and "*" not in models:
                 raise ConfigError(
-                    f"cost.budgets[{rule.scope}:{rule.match}].downgrade_to names {target!r}, "
+                    f"cost.budgets[{i}].downgrade_to names {target!r}, "
                     f"which is not a configured model (models: {sorted(models)!r})"
                 )
 

@@ -11,7 +11,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
-from hotpath._options import check_count, check_positive, check_text
+from hotpath._options import check_count, check_non_negative, check_positive, check_text
+from hotpath.cache._redis_url import redact
 from hotpath.cost._budget import BudgetRule
 from hotpath.cost._select import Weights
 
@@ -20,11 +21,18 @@ __all__ = ["AdminConfig", "CostConfig", "SelectConfig"]
 _STORE_SCHEMES = ("memory://", "sqlite://", "redis://", "rediss://", "unix://")
 
 
-def _check_store(value: object, name: str) -> None:
+def _check_store(value: object, name: str, schemes: tuple[str, ...] = _STORE_SCHEMES) -> None:
     if value is None:
         return
-    if not isinstance(value, str) or not value.startswith(_STORE_SCHEMES):
-        raise ConfigError(f"{name} must be a memory://, sqlite:/// or redis:// URL, got {value!r}")
+    shown = redact(value) if isinstance(value, str) else value
+    kinds = ", ".join(s.replace("sqlite://", "sqlite:///") for s in schemes)
+    if not isinstance(value, str) or not value.startswith(schemes):
+        raise ConfigError(f"{name} must be a {kinds} URL, got {shown!r}")
+    if value.startswith("sqlite://") and not value.startswith("sqlite:///"):
+        raise ConfigError(
+            f"{name} must be sqlite:///relative/path.db or sqlite:////absolute/path.db "
+            f"(three slashes, no host), got {shown!r}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,13 +112,9 @@ class AdminConfig:
             )
         if self.key_env is not None:
             check_text(self.key_env, "admin.key_env")
-        if self.keys_store is not None and (
-            not isinstance(self.keys_store, str)
-            or not self.keys_store.startswith(("sqlite://", "redis://", "rediss://", "unix://"))
-        ):
-            raise ConfigError(
-                f"admin.keys_store must be a sqlite:/// or redis:// URL, got {self.keys_store!r}"
-            )
+        _check_store(
+            self.keys_store, "admin.keys_store", ("sqlite://", "redis://", "rediss://", "unix://")
+        )
 
     def digest(self) -> str | None:
         """The admin key's SHA-256, from ``key_sha256`` or ``$key_env``."""
@@ -149,12 +153,17 @@ class SelectConfig:
             or not self.candidates
             or not all(isinstance(c, str) and c for c in self.candidates)
         ):
+            shown = list(self.candidates) if isinstance(self.candidates, tuple) else self.candidates
             raise ConfigError(
-                f"models[].select.candidates must be a non-empty list of model names, "
-                f"got {self.candidates!r}"
+                f"models[].select.candidates must be a non-empty list of model names, got {shown!r}"
             )
         if not isinstance(self.weights, Weights):
             raise ConfigError(f"models[].select.weights must be a table, got {self.weights!r}")
+        quality = check_non_negative(self.min_quality, "models[].select.min_quality")
+        if quality > 1:
+            raise ConfigError(
+                f"models[].select.min_quality must be a number in [0, 1], got {self.min_quality!r}"
+            )
         if self.long_prompt_tokens is not None:
             check_count(self.long_prompt_tokens, "models[].select.long_prompt_tokens")
         if (self.long_prompt_tokens is None) != (self.long_prompt_model is None):

@@ -3,6 +3,7 @@ the gateway's TOML config."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,9 @@ def _build(cls: Any, where: str, values: Mapping[str, Any]) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+_RULE_PATH = re.compile(r"budgets\[[^\]]*\]")
+
+
 def cost_from_document(doc: object) -> CostConfig:
     values = dict(_checked(doc, "cost", _COST))
     budgets = values.pop("budgets", [])
@@ -64,7 +68,18 @@ def cost_from_document(doc: object) -> CostConfig:
     rules = []
     for i, entry in enumerate(budgets):
         where = f"cost.budgets[{i}]"
-        rule: BudgetRule = _build(BudgetRule, where, _checked(entry, where, _BUDGET))
+        table = _checked(entry, where, _BUDGET)
+        for required, what in (
+            ("scope", "one of 'global', 'key', 'tenant', 'model'"),
+            ("limit_usd", "USD per period"),
+        ):
+            if required not in table:
+                raise ConfigError(f"{where} needs {required} ({what})")
+        try:
+            rule: BudgetRule = _build(BudgetRule, where, table)
+        except ConfigError as exc:
+            # The rule names itself budgets[scope:match]; the file knows its index.
+            raise ConfigError(_RULE_PATH.sub(f"cost.budgets[{i}]", str(exc), count=1)) from None
         rules.append(rule)
     config: CostConfig = _build(CostConfig, "cost", {**values, "budgets": tuple(rules)})
     return config
@@ -77,17 +92,19 @@ def admin_from_document(doc: object) -> AdminConfig:
 
 def select_from_document(doc: object, where: str) -> SelectConfig:
     values = dict(_checked(doc, where, _SELECT))
-    candidates = values.get("candidates")
+    if "candidates" not in values:
+        raise ConfigError(f"{where} needs candidates (a list of model names)")
+    candidates = values["candidates"]
     if isinstance(candidates, list):
         values["candidates"] = tuple(candidates)
     if "weights" in values:
         weights_where = f"{where}.weights"
+        table = _checked(values["weights"], weights_where, _WEIGHTS)
         try:
-            values["weights"] = _build(
-                Weights, weights_where, _checked(values["weights"], weights_where, _WEIGHTS)
-            )
+            values["weights"] = _build(Weights, weights_where, table)
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace("weights.", f"{weights_where}.", 1)) from None
+            # Weights names itself "weights"; here it has a path.
+            raise ConfigError(f"{where}.{exc}") from None
     try:
         config: SelectConfig = _build(SelectConfig, where, values)
     except ConfigError as exc:
