@@ -23,6 +23,7 @@ BENCHES = [
     ("bench.gateway_choices", "gateway_choices.md"),
     ("bench.traffic_rate_speed", "traffic_rate_speed.md"),
     ("bench.traffic_path", "traffic_path.md"),
+    ("bench.cost_path", "cost_path.md"),
     ("bench.concurrency_sim", "concurrency_sim.md"),
 ]
 

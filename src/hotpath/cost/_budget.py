@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
-import uuid
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from hotpath._clock import Clock, SystemClock
@@ -135,13 +136,6 @@ class BudgetStats:
     queued: int = 0
 
 
-@dataclass(slots=True)
-class _Rule:
-    rule: BudgetRule
-    index: int
-    windows: dict[str, Window] = field(default_factory=dict)
-
-
 class Budgets:
     """The budgets of one gateway (or library user).
 
@@ -177,7 +171,9 @@ class Budgets:
         self.on_error = on_error
         self.on_event = on_event
         self.stats = BudgetStats()
-        self._rules = [_Rule(rule, i) for i, rule in enumerate(self.rules)]
+        self._windows: dict[str, Window] = {}  # the current one of each period
+        self._node = os.urandom(6).hex()  # hold ids: this process's prefix, a counter
+        self._ids = itertools.count()
         self._scopes = {r.scope for r in self.rules}
         # Bookings the store could not take (it was down): retried by the sweep.
         self._unbooked: deque[tuple[str, int, tuple[str, ...]]] = deque(maxlen=100_000)
@@ -237,18 +233,13 @@ class Budgets:
         value and period window of each."""
         now = self.clock.now()
         out = []
-        for rule in extra:
-            value = rule.value(key, tenant, model)
-            if value is not None:
-                out.append((rule, value, window(rule.period, now)))
-        for entry in self._rules:
-            rule = entry.rule
+        for rule in (*extra, *self.rules) if extra else self.rules:
             value = rule.value(key, tenant, model)
             if value is None:
                 continue
-            win = entry.windows.get(rule.period)
+            win = self._windows.get(rule.period)
             if win is None or not win.start <= now < win.end:
-                win = entry.windows[rule.period] = window(rule.period, now)
+                win = self._windows[rule.period] = window(rule.period, now)
             out.append((rule, value, win))
         return out
 
@@ -295,7 +286,7 @@ class Budgets:
             )
             for rule, value, win in found
         ]
-        hold = uuid.uuid4().hex
+        hold = f"{self._node}{next(self._ids):x}"
         now = self.clock.now()
         amount = _nanos(estimate)
         try:
@@ -389,6 +380,19 @@ class Budgets:
             self.stats.queued += 1
             return
         self.stats.settled += 1
+
+    def settle_now(self, hold: BudgetHold | None, cost: float | None) -> bool:
+        """:meth:`settle` without an await when the store is in this process (no
+        I/O); False, and nothing done, when it must be awaited."""
+        store = self.store
+        if hold is None or hold.settled:
+            return True
+        if not isinstance(store, LocalBudgetStore) or not hold.booked:
+            return False
+        hold.settled = True
+        store.settle_now(hold.id, hold.amount if cost is None else _nanos(cost))
+        self.stats.settled += 1
+        return True
 
     async def _open_hold(self, hold: str, keys: tuple[str, ...]) -> None:
         """A zero hold on ``keys`` that no limit refuses (booking a call that went

@@ -138,6 +138,10 @@ class LocalBudgetStore:
         return Outcome(action, -1, tuple(spent), tuple(reserved), tuple(alerts), False, amount)
 
     async def settle(self, hold: str, actual: int) -> bool:
+        return self.settle_now(hold, actual)
+
+    def settle_now(self, hold: str, actual: int) -> bool:
+        """:meth:`settle` without the await (it does no I/O)."""
         pending = self._pending.pop(hold, None)
         if pending is None:
             return False
@@ -149,7 +153,7 @@ class LocalBudgetStore:
     async def sweep(self, now: float) -> int:
         late = [h for h, p in self._pending.items() if p.deadline <= now]
         for hold in late:
-            await self.settle(hold, self._pending[hold].amount)
+            self.settle_now(hold, self._pending[hold].amount)
         for key in [k for k, at in self._expire.items() if at <= now]:
             for table in (self._spent, self._reserved, self._expire):
                 table.pop(key, None)

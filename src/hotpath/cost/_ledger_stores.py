@@ -34,6 +34,7 @@ from hotpath.cost._ledger import COUNTERS, DIMENSIONS, RowKey
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 __all__ = ["MemoryLedgerStore", "RedisLedgerStore", "SqliteLedgerStore"]
 
@@ -252,6 +253,17 @@ class SqliteLedgerStore:
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 
+# KEYS[1]: a day's hash. ARGV[1]: its expiry in seconds, then field, increment pairs.
+_INCREMENT = """
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 0
+"""
+_CHUNK = 4000  # field and increment arguments per script call (2000 counters)
+
+
 class RedisLedgerStore:
     """Counters in Redis, shared by every replica that uses the same ``prefix``.
 
@@ -262,8 +274,9 @@ class RedisLedgerStore:
         {prefix}usage:days     a sorted set of the days present (score: the day's
                                ordinal), so a report reads its range without SCAN
 
-    ``add`` is one pipeline (not a transaction): HINCRBY of every non-zero counter,
-    EXPIRE of each touched day to ``retention_days``, and the days index. Each
+    ``add`` is one pipeline (not a transaction): per touched day, one script that
+    HINCRBYs every non-zero counter and sets the hash's expiry to
+    ``retention_days``; then the days index. Each
     increment is atomic, so replicas adding to the same counters lose nothing.
     A pipeline cut off after Redis ran it (a timeout on the reply) is retried by
     the ledger and then counted twice: the ledger is at-least-once in that case.
@@ -289,6 +302,7 @@ class RedisLedgerStore:
         self._prefix = check_text(prefix, "prefix")
         self._days_key = f"{prefix}usage:days"
         self._client: Redis | None = None
+        self._increment: AsyncScript | None = None
         self._cutoff = ""
         self._closed = False
 
@@ -328,18 +342,28 @@ class RedisLedgerStore:
     async def add(self, rows: Mapping[RowKey, Mapping[str, int]], *, retention_days: int) -> None:
         if not rows:
             return
-        pipe = self._conn().pipeline(transaction=False)
-        days: set[str] = set()
+        client = self._conn()
+        if self._increment is None:
+            self._increment = client.register_script(_INCREMENT)
+        ttl = retention_days * _DAY_SECONDS
+        # One script per day's hash (in chunks): a pipeline of HINCRBYs costs redis-py
+        # ~10 us of event-loop CPU per command, ~40 ms for a 1000-row flush.
+        by_day: dict[str, list[str | int]] = {}
         for (day, *dims), counters in rows.items():
-            hkey = self._day_key(day)
+            args = by_day.setdefault(day, [])
             base = SEP.join(dims) + SEP
             for name, n in counters.items():
                 if n:
-                    pipe.hincrby(hkey, base + name, n)
-            days.add(day)
-        ttl = retention_days * _DAY_SECONDS
-        for day in days:
-            pipe.expire(self._day_key(day), ttl)
+                    args += (base + name, n)
+        pipe = client.pipeline(transaction=False)
+        for day, args in by_day.items():
+            for start in range(0, max(len(args), 2), _CHUNK):
+                await self._increment(
+                    keys=[self._day_key(day)],
+                    args=[ttl, *args[start : start + _CHUNK]],
+                    client=pipe,
+                )
+        days = by_day.keys()
         pipe.zadd(self._days_key, {day: dt.date.fromisoformat(day).toordinal() for day in days})
         cutoff = _cutoff(rows, retention_days)
         prune = cutoff is not None and cutoff > self._cutoff

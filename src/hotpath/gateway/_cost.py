@@ -210,10 +210,10 @@ class GatewayCost:
         return hold
 
     def settle(self, hold: BudgetHold | None, cost: float | None) -> None:
-        """Swap the hold for ``cost`` in the background (it must not hold the
-        response; a Redis round trip)."""
-        if hold is None or hold.settled:
-            return
+        """Swap the hold for ``cost``: at once in the process, in the background
+        over Redis (a round trip must not hold the response)."""
+        if self.budgets.settle_now(hold, cost):
+            return  # no I/O: done without a task
         self._spawn(self.budgets.settle(hold, cost))
 
     def _spawn(self, coroutine: Any) -> None:
