@@ -12,16 +12,8 @@ import pytest
 
 from hotpath._clock import ManualClock
 from hotpath._errors import ConfigError
-from hotpath.cost._ledger import (
-    COUNTERS,
-    DIMENSIONS,
-    Ledger,
-    LedgerStore,
-    RowKey,
-    SpendRow,
-    open_ledger_store,
-    total_row,
-)
+from hotpath.cost._ledger import Ledger, LedgerStore, open_ledger_store
+from hotpath.cost._ledger_rows import COUNTERS, DIMENSIONS, RowKey, SpendRow, total_row
 from hotpath.cost._ledger_stores import MemoryLedgerStore, RedisLedgerStore, SqliteLedgerStore
 from hotpath.cost._usage import Usage
 

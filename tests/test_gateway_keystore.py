@@ -26,12 +26,12 @@ from hotpath.gateway._keystore import (
     KeyRecord,
     KeyStore,
     KeyStoreError,
-    RedisKeyStore,
-    SqliteKeyStore,
     key_record,
     new_key_secret,
     open_key_store,
 )
+from hotpath.gateway._keystore_redis import RedisKeyStore
+from hotpath.gateway._keystore_sqlite import SqliteKeyStore
 from redis_server import RedisServer, free_port
 
 T0 = 1_700_000_000.0

@@ -11,16 +11,8 @@ from hotpath._errors import BudgetExceededError
 from hotpath.cost._budget import BudgetEvent, BudgetHold, BudgetRule, Budgets, BudgetStatus
 from hotpath.cost._budget_redis import RedisBudgetStore
 from hotpath.cost._budget_store import BudgetStore, LocalBudgetStore
-from hotpath.cost._ledger import (
-    COUNTERS,
-    DIMENSIONS,
-    Ledger,
-    LedgerStats,
-    LedgerStore,
-    SpendRow,
-    open_ledger_store,
-    total_row,
-)
+from hotpath.cost._ledger import Ledger, LedgerStats, LedgerStore, open_ledger_store
+from hotpath.cost._ledger_rows import COUNTERS, DIMENSIONS, SpendRow, total_row
 from hotpath.cost._ledger_stores import MemoryLedgerStore, RedisLedgerStore, SqliteLedgerStore
 from hotpath.cost._periods import Period, Window, window
 from hotpath.cost._prices import Price, PriceTable

@@ -174,19 +174,17 @@ class Budgets:
         self._windows: dict[str, Window] = {}  # the current one of each period
         self._node = os.urandom(6).hex()  # hold ids: this process's prefix, a counter
         self._ids = itertools.count()
-        self._scopes = {r.scope for r in self.rules}
         # Bookings the store could not take (it was down): retried by the sweep.
         self._unbooked: deque[tuple[str, int, tuple[str, ...]]] = deque(maxlen=100_000)
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
-    def __bool__(self) -> bool:
-        return bool(self.rules)
-
     # -- life cycle ----------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self.rules and self._task is None:
+    async def start(self, *, sweep: bool = False) -> None:
+        """Start the sweeper (every ``sweep_interval`` s) when there are rules, or
+        ``sweep`` says that calls will bring their own (a key's budget)."""
+        if (self.rules or sweep) and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._sweeper())
 
     async def aclose(self) -> None:
@@ -376,6 +374,11 @@ class Budgets:
             await self.store.settle(hold.id, actual)
         except Exception as exc:  # noqa: BLE001 - kept and retried by the sweep
             self._fault(exc, "settle")
+            if len(self._unbooked) == self._unbooked.maxlen:
+                log.error(
+                    "budgets: %d bookings wait for the store; the oldest is dropped",
+                    len(self._unbooked),
+                )
             self._unbooked.append((hold.id, actual, () if hold.booked else hold.counters))
             self.stats.queued += 1
             return

@@ -19,70 +19,46 @@ import contextlib
 import datetime as dt
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from hotpath._clock import Clock, SystemClock
 from hotpath._errors import ConfigError, short_repr
 from hotpath._options import check_count, check_positive
+from hotpath.cache._redis_url import redact
+from hotpath.cost import _ledger_stores as stores
+from hotpath.cost._ledger_rows import (
+    COL_CACHED,
+    COL_COALESCED,
+    COL_COMPLETION,
+    COL_COST,
+    COL_ERRORS,
+    COL_ESTIMATED,
+    COL_HITS,
+    COL_PROMPT,
+    COL_REQUESTS,
+    COL_SAVED,
+    COL_SAVED_MS,
+    COL_SAVED_UNKNOWN,
+    COL_UNKNOWN,
+    COUNTERS,
+    DIMENSIONS,
+    RowKey,
+    SpendRow,
+    check_by,
+    check_day,
+    check_where,
+    dimension,
+    spend_row,
+    to_nanos,
+)
 from hotpath.cost._usage import Usage
 
-__all__ = [
-    "COUNTERS",
-    "DIMENSIONS",
-    "Ledger",
-    "LedgerStats",
-    "LedgerStore",
-    "RowKey",
-    "SpendRow",
-    "open_ledger_store",
-    "total_row",
-]
+__all__ = ["Ledger", "LedgerStats", "LedgerStore", "open_ledger_store"]
 
 log = logging.getLogger("hotpath.cost")
-
-DIMENSIONS: Final = ("day", "key", "tenant", "model", "deployment")
-COUNTERS: Final = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost_nanos",
-    "unknown_cost",
-    "estimated",
-    "errors",
-    "cache_hits",
-    "coalesced",
-    "saved_nanos",
-    "saved_unknown",
-    "saved_latency_ms",
-)
-
-#: One row of the ledger: ``(day, key, tenant, model, deployment)``.
-RowKey = tuple[str, str, str, str, str]
-
-(
-    _REQUESTS,
-    _PROMPT,
-    _COMPLETION,
-    _CACHED,
-    _COST,
-    _UNKNOWN,
-    _ESTIMATED,
-    _ERRORS,
-    _HITS,
-    _COALESCED,
-    _SAVED,
-    _SAVED_UNKNOWN,
-    _SAVED_MS,
-) = range(len(COUNTERS))
-
-_SEP: Final = "\x1f"  # the Redis store's field separator; never inside a dimension value
-_DAY_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
-_NANOS: Final = 1e9
 
 
 class LedgerStore(Protocol):
@@ -105,92 +81,6 @@ class LedgerStore(Protocol):
     ) -> list[tuple[RowKey, dict[str, int]]]: ...
 
     async def aclose(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SpendRow:
-    """One group of a :meth:`Ledger.report`.
-
-    ``requests`` counts upstream calls (``Ledger.record``); cache hits and
-    coalesced calls are counted apart, with what they saved. ``unknown_cost``
-    counts calls whose model had no price: their cost is left out, not guessed
-    (likewise ``saved_unknown``). ``estimated`` counts calls whose tokens were
-    counted locally because the upstream reported no usage.
-    """
-
-    group: dict[str, str]
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cost_usd: float
-    unknown_cost: int
-    estimated: int
-    errors: int
-    cache_hits: int
-    coalesced: int
-    saved_usd: float
-    saved_unknown: int
-    saved_latency_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``group`` (a dict) and every count."""
-        return {
-            "group": dict(self.group),
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "cost_usd": self.cost_usd,
-            "unknown_cost": self.unknown_cost,
-            "estimated": self.estimated,
-            "errors": self.errors,
-            "cache_hits": self.cache_hits,
-            "coalesced": self.coalesced,
-            "saved_usd": self.saved_usd,
-            "saved_unknown": self.saved_unknown,
-            "saved_latency_s": self.saved_latency_s,
-        }
-
-
-def _spend_row(group: dict[str, str], c: Sequence[int]) -> SpendRow:
-    return SpendRow(
-        group=group,
-        requests=c[_REQUESTS],
-        prompt_tokens=c[_PROMPT],
-        completion_tokens=c[_COMPLETION],
-        cached_tokens=c[_CACHED],
-        cost_usd=c[_COST] / _NANOS,
-        unknown_cost=c[_UNKNOWN],
-        estimated=c[_ESTIMATED],
-        errors=c[_ERRORS],
-        cache_hits=c[_HITS],
-        coalesced=c[_COALESCED],
-        saved_usd=c[_SAVED] / _NANOS,
-        saved_unknown=c[_SAVED_UNKNOWN],
-        saved_latency_s=c[_SAVED_MS] / 1000,
-    )
-
-
-def total_row(rows: Sequence[SpendRow]) -> SpendRow:
-    """The sum of ``rows`` (group ``{}``). Amounts are summed as nano-dollars and
-    milliseconds, as stored, so the total is exact."""
-    c = [0] * len(COUNTERS)
-    for r in rows:
-        c[_REQUESTS] += r.requests
-        c[_PROMPT] += r.prompt_tokens
-        c[_COMPLETION] += r.completion_tokens
-        c[_CACHED] += r.cached_tokens
-        c[_COST] += round(r.cost_usd * _NANOS)
-        c[_UNKNOWN] += r.unknown_cost
-        c[_ESTIMATED] += r.estimated
-        c[_ERRORS] += r.errors
-        c[_HITS] += r.cache_hits
-        c[_COALESCED] += r.coalesced
-        c[_SAVED] += round(r.saved_usd * _NANOS)
-        c[_SAVED_UNKNOWN] += r.saved_unknown
-        c[_SAVED_MS] += round(r.saved_latency_s * 1000)
-    return _spend_row({}, c)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,21 +173,21 @@ class Ledger:
         """
         if usage is not None and not isinstance(usage, Usage):
             raise ConfigError(f"usage must be a Usage or None, got {short_repr(usage)}")
-        nanos = _nanos(cost, "cost")
+        nanos = to_nanos(cost, "cost")
         row = self._row(key, tenant, model, deployment)
-        row[_REQUESTS] += 1
+        row[COL_REQUESTS] += 1
         if error:
-            row[_ERRORS] += 1
+            row[COL_ERRORS] += 1
         if usage is not None:
-            row[_PROMPT] += usage.prompt_tokens
-            row[_COMPLETION] += usage.completion_tokens
-            row[_CACHED] += usage.cached_tokens
+            row[COL_PROMPT] += usage.prompt_tokens
+            row[COL_COMPLETION] += usage.completion_tokens
+            row[COL_CACHED] += usage.cached_tokens
             if usage.estimated:
-                row[_ESTIMATED] += 1
+                row[COL_ESTIMATED] += 1
             if nanos is None:
-                row[_UNKNOWN] += 1
+                row[COL_UNKNOWN] += 1
         if nanos is not None:
-            row[_COST] += nanos
+            row[COL_COST] += nanos
         self._recorded += 1
 
     def record_saving(
@@ -316,7 +206,7 @@ class Ledger:
         model has no price, counted in ``saved_unknown``) and ``latency`` seconds."""
         if kind not in ("hit", "coalesced"):
             raise ConfigError(f"kind must be 'hit' or 'coalesced', got {short_repr(kind)}")
-        nanos = _nanos(cost, "cost")
+        nanos = to_nanos(cost, "cost")
         if (
             isinstance(latency, bool)
             or not isinstance(latency, int | float)
@@ -325,12 +215,12 @@ class Ledger:
         ):
             raise ConfigError(f"latency must be a number of seconds >= 0, got {latency!r}")
         row = self._row(key, tenant, model, deployment)
-        row[_HITS if kind == "hit" else _COALESCED] += 1
+        row[COL_HITS if kind == "hit" else COL_COALESCED] += 1
         if nanos is None:
-            row[_SAVED_UNKNOWN] += 1
+            row[COL_SAVED_UNKNOWN] += 1
         else:
-            row[_SAVED] += nanos
-        row[_SAVED_MS] += round(latency * 1000)
+            row[COL_SAVED] += nanos
+        row[COL_SAVED_MS] += round(latency * 1000)
         self._recorded += 1
 
     def _row(self, key: str, tenant: str, model: str, deployment: str) -> list[int]:
@@ -339,10 +229,10 @@ class Ledger:
             self._set_day(now)
         row_key: RowKey = (
             self._day,
-            _dimension(key, "key"),
-            _dimension(tenant, "tenant"),
-            _dimension(model, "model"),
-            _dimension(deployment, "deployment"),
+            dimension(key, "key"),
+            dimension(tenant, "tenant"),
+            dimension(model, "model"),
+            dimension(deployment, "deployment"),
         )
         row = self._batch.get(row_key)
         if row is None:
@@ -472,12 +362,12 @@ class Ledger:
         match every ``where`` item (e.g. ``{"tenant": "acme"}``). Includes the rows
         not flushed yet. Sorted by ``cost_usd`` descending, then by group.
         A failure to read the store raises (the store's own error)."""
-        dims = _check_by(by)
-        since = _check_day(since, "since")
-        until = _check_day(until, "until")
+        dims = check_by(by)
+        since = check_day(since, "since")
+        until = check_day(until, "until")
         if since is not None and until is not None and since > until:
             raise ConfigError(f"since ({since!r}) is after until ({until!r})")
-        filters = _check_where(where)
+        filters = check_where(where)
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         async with self._lock:  # no flush in flight: store + batch counts every row once
@@ -499,8 +389,8 @@ class Ledger:
                 acc = groups[group] = [0] * len(COUNTERS)
             for i, name in enumerate(COUNTERS):
                 acc[i] += counters.get(name, 0)
-        ordered = sorted(groups.items(), key=lambda item: (-item[1][_COST], item[0]))
-        return [_spend_row(dict(zip(dims, group, strict=True)), c) for group, c in ordered]
+        ordered = sorted(groups.items(), key=lambda item: (-item[1][COL_COST], item[0]))
+        return [spend_row(dict(zip(dims, group, strict=True)), c) for group, c in ordered]
 
 
 def _chain(
@@ -510,85 +400,10 @@ def _chain(
         yield from part
 
 
-def _nanos(cost: object, name: str) -> int | None:
-    if cost is None:
-        return None
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost):
-        raise ConfigError(f"{name} must be a number of USD >= 0 or None, got {short_repr(cost)}")
-    if cost < 0:
-        raise ConfigError(f"{name} must be >= 0, got {cost!r}")
-    return round(cost * _NANOS)
-
-
-def _dimension(value: object, name: str) -> str:
-    """``value`` as a str any store can hold: no "\\x1f", valid UTF-8."""
-    if type(value) is not str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a str, got {type(value).__name__} {value!r}")
-        value = str(value)
-    if _SEP in value:
-        value = value.replace(_SEP, " ")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: no store would take them
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def _check_by(by: object) -> tuple[str, ...]:
-    names = (by,) if isinstance(by, str) else by
-    if not isinstance(names, Sequence):
-        raise ConfigError(
-            f"by must be a sequence of dimensions ({', '.join(DIMENSIONS)}), got {short_repr(by)}"
-        )
-    out: list[str] = []
-    for name in names:
-        if name not in DIMENSIONS:
-            raise ConfigError(
-                f"by: unknown dimension {short_repr(name)}; known: {', '.join(DIMENSIONS)}"
-            )
-        if name in out:
-            raise ConfigError(f"by: dimension {name!r} given twice in {short_repr(by)}")
-        out.append(name)
-    return tuple(out)
-
-
-def _check_day(value: object, name: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and _DAY_RE.match(value):
-        with contextlib.suppress(ValueError):
-            return dt.date.fromisoformat(value).isoformat()
-    raise ConfigError(f"{name} must be a date YYYY-MM-DD (UTC) or None, got {short_repr(value)}")
-
-
-def _check_where(where: object) -> list[tuple[int, str]]:
-    if where is None:
-        return []
-    if not isinstance(where, Mapping):
-        raise ConfigError(f"where must be a mapping of dimension to value, got {short_repr(where)}")
-    out: list[tuple[int, str]] = []
-    for name, value in where.items():
-        if name not in DIMENSIONS:
-            raise ConfigError(
-                f"where: unknown dimension {short_repr(name)}; known: {', '.join(DIMENSIONS)}"
-            )
-        if not isinstance(value, str):
-            raise ConfigError(f"where[{name!r}] must be a str, got {short_repr(value)}")
-        if name == "day":
-            _check_day(value, "where['day']")
-        out.append((DIMENSIONS.index(name), _dimension(value, f"where[{name!r}]")))
-    return out
-
-
 def open_ledger_store(url: str, *, prefix: str = "hp:") -> LedgerStore:
     """The store a URL names: ``memory://``; ``sqlite:///relative/usage.db`` or
     ``sqlite:////absolute/usage.db``; ``redis://``, ``rediss://`` or ``unix://``
     (keys under ``prefix``). Nothing is opened or connected here."""
-    from hotpath.cache._redis_url import redact
-    from hotpath.cost import _ledger_stores as stores  # imports this module: not at the top
-
     if not isinstance(url, str):
         raise ConfigError(f"url must be a str, got {type(url).__name__} {short_repr(url)}")
     parts = urlsplit(url)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from hotpath._errors import ConfigError, short_repr
 from hotpath._options import check_positive, check_text
 from hotpath.cache._redis_url import redact
-from hotpath.cost._ledger import COUNTERS, DIMENSIONS, RowKey
+from hotpath.cost._ledger_rows import COUNTERS, DIMENSIONS, RowKey
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hotpath.cost._ledger import SpendRow, total_row
+from hotpath.cost._ledger_rows import SpendRow, total_row
 
 __all__ = ["spend_document", "spend_table"]
 

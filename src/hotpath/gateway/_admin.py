@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from hotpath._errors import ConfigError, HotpathError
-from hotpath.cost._ledger import DIMENSIONS
+from hotpath.cost._ledger_rows import DIMENSIONS
 from hotpath.cost._report import spend_document, spend_table
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes

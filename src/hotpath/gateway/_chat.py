@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
 from functools import partial
@@ -20,7 +21,7 @@ import orjson
 
 from hotpath.cost._budget import BudgetHold
 from hotpath.cost._usage import Usage
-from hotpath.gateway._admit import admit_chat
+from hotpath.gateway._admit import Admission, admit_chat
 from hotpath.gateway._answers import Answer, is_usage_chunk
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, read_body, send_bytes, send_error, watch_disconnect
@@ -105,13 +106,33 @@ async def chat_completions(state: State, request: Request) -> None:
     traffic = state.traffic
     ctx = traffic.context(request)
     admission = await admit_chat(state, request, body, model, caller, ctx)
+    try:
+        call = _new_call(state, body, controls, ctx, caller, admission)
+        answered = await _from_cache(state, request, call)
+    except BaseException:
+        # Nothing went upstream: give the reservations back.
+        traffic.limits.settle(admission.reservation, 0)
+        state.cost.settle(admission.hold, 0.0)
+        raise
+    if not answered:
+        outcome = b"miss" if call.key is not None and controls.lookup else b"bypass"
+        await _answer_miss(state, request, call, outcome)
+
+
+def _new_call(
+    state: State,
+    body: dict[str, Any],
+    controls: CacheControls,
+    ctx: CallContext,
+    caller: Caller,
+    admission: Admission,
+) -> _Call:
+    """The request's call, with its cache key (``None``: not cached)."""
     resolved = admission.resolved
-    reservation = admission.reservation
-    cache = state.cache
     settings = state.config.cache
     key = None
     wanted = controls.store or controls.lookup
-    if cache is not None and wanted and (settings.cache_sampled or not is_sampled(body)):
+    if state.cache is not None and wanted and (settings.cache_sampled or not is_sampled(body)):
         key = chat_key(
             body,
             deployment=resolved.primary.identity,
@@ -119,29 +140,42 @@ async def chat_completions(state: State, request: Request) -> None:
             namespace=controls.namespace,
             prefix=settings.namespace,
         )
-    call = _Call(
-        body, resolved, controls, key, ctx, reservation, caller, admission.hold, admission.headers
+    return _Call(
+        body,
+        resolved,
+        controls,
+        key,
+        ctx,
+        admission.reservation,
+        caller,
+        admission.hold,
+        admission.headers,
     )
+
+
+async def _from_cache(state: State, request: Request, call: _Call) -> bool:
+    """Answer ``call`` from the cache if it can (True); count the miss or bypass."""
+    cache = state.cache
+    key = call.key
+    controls = call.controls
     metrics = state.metrics
-    if key is not None and controls.lookup:
-        assert cache is not None
-        found = await cache.lookup(key)
-        if found is not None:
-            answer = Answer.from_value(found[0].value)
-            if answer is not None:
-                age = max(0.0, state.clock.now() - answer.stored_at)
-                if controls.max_age is None or age <= controls.max_age:
-                    traffic.limits.settle(reservation, 0)
-                    state.cost.settle(call.hold, 0.0)
-                    await _send_hit(state, request, call, answer, found[1], age)
-                    _book_saving(state, call, answer, "hit")
-                    return
-        metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
-        outcome = b"miss"
-    else:
+    if key is None or not controls.lookup:
         metrics.child(metrics.cache, _ROUTE, "bypass", "").inc()
-        outcome = b"bypass"
-    await _answer_miss(state, request, call, outcome)
+        return False
+    assert cache is not None
+    found = await cache.lookup(key)
+    if found is not None:
+        answer = Answer.from_value(found[0].value)
+        if answer is not None:
+            age = max(0.0, state.clock.now() - answer.stored_at)
+            if controls.max_age is None or age <= controls.max_age:
+                state.traffic.limits.settle(call.reservation, 0)
+                state.cost.settle(call.hold, 0.0)
+                await _send_hit(state, request, call, answer, found[1], age)
+                _book_saving(state, call, answer, "hit")
+                return True
+    metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
+    return False
 
 
 def _cache_headers(call: _Call, outcome: bytes) -> list[tuple[bytes, bytes]]:
@@ -212,7 +246,8 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
             run = partial(shared.run, call=partial(_run, state, call))
         else:
             run = partial(_run, state, call)
-        flight = flights.start(call.key, call.stream, run, shared=call.key is not None)
+        lead = partial(_lead, state, call, run)
+        flight = flights.start(call.key, call.stream, lead, shared=call.key is not None)
     watcher = watch_disconnect(request)
     try:
         if call.stream and flight.stream:
@@ -227,13 +262,9 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
     finally:
         watcher.cancel()
         flights.leave(flight)
-        if flight.done:
-            # Answered by another process's call (a follower of a shared flight):
-            # no tokens of ours were spent. A no-op once the leader settled.
-            state.traffic.limits.settle(call.reservation, 0)
-            state.cost.settle(call.hold, 0.0)
-            if not call.booked and flight.answer is not None:
-                _book_saving(state, call, flight.answer, "coalesced")
+        if flight.done and not call.booked and flight.answer is not None:
+            # Answered by another request's call, here or in another process.
+            _book_saving(state, call, flight.answer, "coalesced")
 
 
 async def _send_answer(
@@ -321,6 +352,21 @@ async def _relay_stream(
     state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
         time.perf_counter() - call.started
     )
+
+
+async def _lead(
+    state: State, call: _Call, run: Callable[[Flight], Awaitable[None]], flight: Flight
+) -> None:
+    """The flight a request started: ``run`` calls the upstream (:func:`_run`), or
+    follows another process's call of the same request. Whatever happens to the
+    request's client, the request's reservations are settled when the flight ends:
+    by ``_run`` with what the call used, else here with nothing."""
+    try:
+        await run(flight)
+    finally:
+        if not call.booked:
+            state.traffic.limits.settle(call.reservation, 0)
+            state.cost.settle(call.hold, 0.0)
 
 
 async def _run(state: State, call: _Call, flight: Flight) -> None:

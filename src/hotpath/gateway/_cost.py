@@ -86,6 +86,7 @@ class GatewayCost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._webhook: Any = None  # an aiohttp session, made on the first alert
         self._exported: dict[str, int] = {}
+        self._per_key_budgets = config.admin.enabled  # keys may carry budgets
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class GatewayCost:
             await self.ledger.start()
             if not self.shared_budgets and self.budgets.rules:
                 await self._seed_local_budgets()
-        await self.budgets.start()
+        await self.budgets.start(sweep=self._per_key_budgets)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -25,30 +25,22 @@ Faults of the backend (cannot open the file, Redis down or slow) raise
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import json
 import logging
 import math
 import re
 import secrets
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError, HotpathError, short_repr
-from hotpath._options import check_positive
 from hotpath.cache._redis_url import SCHEMES, redact, split_url
-from hotpath.cache._urls import parse_float, parse_options
 from hotpath.gateway._config import hash_key
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    pass
 
 __all__ = [
     "KeyExistsError",
@@ -56,11 +48,11 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "Period",
-    "RedisKeyStore",
-    "SqliteKeyStore",
+    "decode_records",
     "key_record",
     "new_key_secret",
     "open_key_store",
+    "revoked_record",
 ]
 
 log = logging.getLogger("hotpath.gateway")
@@ -218,7 +210,7 @@ def key_record(
     )
 
 
-def _decode_all(rows: Iterable[tuple[str, bytes | str]], where: str) -> list[KeyRecord]:
+def decode_records(rows: Iterable[tuple[str, bytes | str]], where: str) -> list[KeyRecord]:
     """Records from stored ``(name, json)`` rows, oldest first. An unreadable one is
     logged and left out: its key stops working, every other key goes on working."""
     out = []
@@ -231,7 +223,7 @@ def _decode_all(rows: Iterable[tuple[str, bytes | str]], where: str) -> list[Key
     return out
 
 
-def _revoked(record: KeyRecord, at: float) -> KeyRecord:
+def revoked_record(record: KeyRecord, at: float) -> KeyRecord:
     _check_time(at, "at")
     return KeyRecord(**{**asdict(record), "revoked_at": at})
 
@@ -281,8 +273,12 @@ def open_key_store(url: str, *, prefix: str = "hp:") -> KeyStore:
         raise ConfigError(f"key store URL must be a str, got {type(url).__name__} {url!r}")
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
+        from hotpath.gateway._keystore_sqlite import SqliteKeyStore
+
         return SqliteKeyStore.from_url(url)
     if scheme in SCHEMES:
+        from hotpath.gateway._keystore_redis import RedisKeyStore
+
         conn_url, options = split_url(url)
         options.pop("max_connections", None)
         options.setdefault("prefix", prefix)
@@ -291,304 +287,3 @@ def open_key_store(url: str, *, prefix: str = "hp:") -> KeyStore:
         f"key store URL must start with sqlite:///, redis://, rediss:// or unix://, "
         f"got {redact(url)!r}"
     )
-
-
-# -- SQLite -------------------------------------------------------------------------------
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS gateway_keys (
-        name   TEXT PRIMARY KEY,
-        sha256 TEXT NOT NULL UNIQUE,
-        record TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS gateway_keys_meta (
-        id      INTEGER PRIMARY KEY CHECK (id = 1),
-        version INTEGER NOT NULL)""",
-    "INSERT OR IGNORE INTO gateway_keys_meta(id, version) VALUES (1, 0)",
-)
-_BUMP = "UPDATE gateway_keys_meta SET version = version + 1 WHERE id = 1"
-
-
-class SqliteKeyStore:
-    """Key records in one SQLite file (see the module docstring).
-
-    ``busy_timeout`` bounds how long a write waits for another process's write lock.
-    Reads never wait for writers (WAL).
-    """
-
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
-        if not isinstance(path, str | Path) or not str(path) or str(path) == ":memory:":
-            raise ConfigError(f"path must name a database file, got {short_repr(path)}")
-        self.path = Path(path)
-        self.busy_timeout = check_positive(busy_timeout, "busy_timeout")
-        self._conn: sqlite3.Connection | None = None
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> SqliteKeyStore:
-        """``sqlite:///relative/keys.db`` or ``sqlite:////absolute/keys.db``."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "sqlite" or parts.netloc or len(parts.path) < 2:
-            raise ConfigError(
-                f"key store URL must be sqlite:///relative.db or sqlite:////abs.db, got {url!r}"
-            )
-        options = parse_options(url, {"busy_timeout": parse_float})
-        return cls(unquote(parts.path[1:]), **options)
-
-    def __repr__(self) -> str:
-        return f"SqliteKeyStore({str(self.path)!r}, busy_timeout={self.busy_timeout!r})"
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    async def open(self) -> None:
-        await self._run("open", lambda conn: None)
-
-    async def create(self, record: KeyRecord) -> None:
-        def create(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                if conn.execute(
-                    "SELECT 1 FROM gateway_keys WHERE name = ?", (record.name,)
-                ).fetchone():
-                    raise KeyExistsError(f"a key named {record.name!r} already exists")
-                try:
-                    conn.execute(
-                        "INSERT INTO gateway_keys(name, sha256, record) VALUES (?, ?, ?)",
-                        (record.name, record.sha256, record.to_json().decode()),
-                    )
-                except sqlite3.IntegrityError:
-                    raise KeyExistsError(
-                        f"key {record.name!r}: a key with the same secret already exists"
-                    ) from None
-                conn.execute(_BUMP)
-
-        await self._run("create", create)
-
-    async def all(self) -> list[KeyRecord]:
-        rows = await self._run(
-            "all", lambda conn: conn.execute("SELECT name, record FROM gateway_keys").fetchall()
-        )
-        return _decode_all(rows, self.url)
-
-    async def revoke(self, name: str, *, at: float) -> KeyRecord | None:
-        def revoke(conn: sqlite3.Connection) -> KeyRecord | None:
-            with _transaction(conn):
-                row = conn.execute(
-                    "SELECT record FROM gateway_keys WHERE name = ?", (name,)
-                ).fetchone()
-                if row is None:
-                    return None
-                record = KeyRecord.from_json(row[0])
-                if record.revoked:
-                    return record
-                record = _revoked(record, at)
-                conn.execute(
-                    "UPDATE gateway_keys SET record = ? WHERE name = ?",
-                    (record.to_json().decode(), name),
-                )
-                conn.execute(_BUMP)
-                return record
-
-        return await self._run("revoke", revoke)
-
-    async def version(self) -> int:
-        row = await self._run(
-            "version",
-            lambda conn: conn.execute(
-                "SELECT version FROM gateway_keys_meta WHERE id = 1"
-            ).fetchone(),
-        )
-        return int(row[0])
-
-    async def aclose(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        with contextlib.suppress(sqlite3.Error, RuntimeError):
-            await asyncio.get_running_loop().run_in_executor(thread, self._close)
-        thread.shutdown(wait=False)
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    async def _run(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the store's thread; backend faults as KeyStoreError."""
-        if self._thread is None:
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, "hotpath-keystore")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._thread, lambda: fn(self._connection())
-            )
-        except (sqlite3.Error, OSError) as exc:
-            if not isinstance(exc, sqlite3.OperationalError) or "locked" not in str(exc):
-                # Reconnect on the next call: the file may have been replaced or repaired.
-                await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
-            raise KeyStoreError(f"key store {self.url}: {op} failed: {exc}") from exc
-
-    def _connection(self) -> sqlite3.Connection:
-        """The store thread's connection, opened (and the schema made) on first use."""
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-            try:
-                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                conn.execute("PRAGMA synchronous = NORMAL")
-                with _transaction(conn):
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE``: take the write lock before reading what the write depends on."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-
-
-# -- Redis --------------------------------------------------------------------------------
-
-# KEYS: records, sha256 index, version. ARGV: name, sha256, record.
-# 0: name taken, -1: digest taken, else the new version.
-_CREATE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return redis.call('INCR', KEYS[3])
-"""
-# Compare and set. KEYS: records, version. ARGV: name, record read, new record.
-_REPLACE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return redis.call('INCR', KEYS[2])
-"""
-
-
-class RedisKeyStore:
-    """Key records in Redis (see the module docstring).
-
-    ``timeout`` bounds each command, ``connect_timeout`` each connection attempt.
-    The client is made on first use and belongs to the event loop that made it.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "hp:",
-        timeout: float = 1.0,
-        connect_timeout: float = 1.0,
-    ) -> None:
-        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in SCHEMES:
-            raise ConfigError(
-                "url must start with redis://, rediss:// or unix://, "
-                f"got {short_repr(redact(url) if isinstance(url, str) else url)}"
-            )
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigError(f"prefix must be a non-empty string, got {short_repr(prefix)}")
-        self._url = url
-        self._shown = redact(url)
-        self.prefix = prefix
-        self.timeout = check_positive(timeout, "timeout")
-        self.connect_timeout = check_positive(connect_timeout, "connect_timeout")
-        self._keys = f"{prefix}keys"
-        self._index = f"{prefix}keys:sha256"
-        self._version = f"{prefix}keys:version"
-        self._client: Redis | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"RedisKeyStore({self._shown!r}, prefix={self.prefix!r}, timeout={self.timeout!r}, "
-            f"connect_timeout={self.connect_timeout!r})"
-        )
-
-    @property
-    def url(self) -> str:
-        return self._shown
-
-    async def open(self) -> None:
-        await self._call("open", lambda c: c.ping())
-
-    async def create(self, record: KeyRecord) -> None:
-        keys = (self._keys, self._index, self._version)
-        args = (record.name, record.sha256, record.to_json())
-        done = await self._call("create", partial(_eval, script=_CREATE, keys=keys, args=args))
-        if done == 0:
-            raise KeyExistsError(f"a key named {record.name!r} already exists")
-        if done == -1:
-            raise KeyExistsError(f"key {record.name!r}: a key with the same secret already exists")
-
-    async def all(self) -> list[KeyRecord]:
-        rows: dict[bytes, bytes] = await self._call("all", lambda c: c.hgetall(self._keys))
-        return _decode_all(((k.decode(errors="replace"), v) for k, v in rows.items()), self.url)
-
-    async def revoke(self, name: str, *, at: float) -> KeyRecord | None:
-        while True:
-            data = await self._call("revoke", lambda c: c.hget(self._keys, name))
-            if data is None:
-                return None
-            record = KeyRecord.from_json(data)
-            if record.revoked:
-                return record
-            record = _revoked(record, at)
-            args = (name, data, record.to_json())
-            keys = (self._keys, self._version)
-            if await self._call("revoke", partial(_eval, script=_REPLACE, keys=keys, args=args)):
-                return record
-            # Another writer changed the record in between: read it again.
-
-    async def version(self) -> int:
-        value = await self._call("version", lambda c: c.get(self._version))
-        return 0 if value is None else int(value)
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def _call(self, op: str, fn: Callable[[Redis], Any]) -> Any:
-        """``await fn(client)``; backend faults as KeyStoreError."""
-        from redis.exceptions import RedisError
-
-        client = self._client
-        if client is None:
-            client = self._client = self._new_client()
-        try:
-            return await fn(client)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise KeyStoreError(f"key store {self._shown}: {op} failed: {exc}") from exc
-
-    def _new_client(self) -> Redis:
-        """One retry on a connection error: after a Redis restart the first call on a
-        pooled connection finds it dead and should reconnect, not fail."""
-        from redis.asyncio import ConnectionPool, Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        pool = ConnectionPool.from_url(
-            self._url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.connect_timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-        return Redis.from_pool(pool)
-
-
-def _eval(client: Redis, *, script: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-    return client.eval(script, len(keys), *keys, *args)
