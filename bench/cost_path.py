@@ -634,7 +634,7 @@ def report(
         "",
         f"{REDIS_CALLS} sequential awaits per variant per round, each timed: median and p99 "
         "over the calls of a round. Reserve and settle are one EVALSHA each; the gateway "
-        "waits for the reserve and settles in the background.",
+        "awaits both (the settle before the answer goes out).",
         "",
         *_table(redis, added=True),
         "",
@@ -655,8 +655,8 @@ def report(
         "that answers at once; non-streamed chat completion, no rate limits, no keys. "
         "Miss: cache off, every request calls the upstream and is booked; hit: memory tier. "
         "Ledger off is `CostConfig(enabled=False)` (still priced and counted in /metrics). "
-        "Budgets: the 3 rules above; in Redis, the reserve is awaited and the settle runs "
-        "in a task.",
+        "Budgets: the 3 rules above; in Redis, the reserve and the settle are both awaited "
+        "(the settle before the answer goes out, so the next request meets the real spend).",
         "",
         *_table(whole, added=True),
         "",

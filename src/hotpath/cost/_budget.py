@@ -124,6 +124,10 @@ class BudgetHold:
         return max((b.ratio for b in self.budgets), default=0.0)
 
 
+class _StoreRestingError(Exception):
+    """The store failed less than ``retry_interval`` ago: it is not asked."""
+
+
 @dataclass(slots=True)
 class BudgetStats:
     reservations: int = 0
@@ -133,6 +137,7 @@ class BudgetStats:
     settled: int = 0
     swept: int = 0
     store_errors: int = 0
+    skipped: int = 0  # calls decided without the store, which had just failed
     queued: int = 0
 
 
@@ -142,7 +147,9 @@ class Budgets:
     ``store`` holds the counters (default: this process); ``settle_after`` is how
     long a hold may stay unbooked before a sweep books its reserved amount;
     ``on_error`` decides calls while the store fails (``"open"``: let them go and
-    book their cost when it is back; ``"closed"``: refuse them).
+    book their cost when it is back; ``"closed"``: refuse them); after a fault the
+    store is left alone for ``retry_interval`` seconds, so that an outage costs
+    callers no timeouts.
     """
 
     def __init__(
@@ -156,6 +163,7 @@ class Budgets:
         sweep_interval: float = 5.0,
         on_error: Literal["open", "closed"] = "open",
         on_event: Callable[[BudgetEvent], None] | None = None,
+        retry_interval: float = 1.0,
     ) -> None:
         for i, rule in enumerate(rules):
             if not isinstance(rule, BudgetRule):
@@ -178,6 +186,8 @@ class Budgets:
         self._unbooked: deque[tuple[str, int, tuple[str, ...]]] = deque(maxlen=100_000)
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._retry_at = 0.0  # while failing, the store is left alone until then
+        self.retry_interval = check_positive(retry_interval, "retry_interval")
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -288,6 +298,8 @@ class Budgets:
         now = self.clock.now()
         amount = _nanos(estimate)
         try:
+            if self._failing and self.clock.monotonic() < self._retry_at:
+                raise _StoreRestingError
             outcome = await self.store.reserve(
                 counters,
                 hold=hold,
@@ -367,6 +379,8 @@ class Budgets:
         hold.settled = True
         actual = hold.amount if cost is None else _nanos(cost)
         try:
+            if self._failing and self.clock.monotonic() < self._retry_at:
+                raise _StoreRestingError
             if not hold.booked:
                 # Reserved nothing (the store was down): open the hold now, unchecked,
                 # so that settling books the cost.
@@ -446,7 +460,11 @@ class Budgets:
             log.exception("budget event handler failed")
 
     def _fault(self, exc: BaseException, op: str) -> None:
+        if isinstance(exc, _StoreRestingError):
+            self.stats.skipped += 1
+            return
         self.stats.store_errors += 1
+        self._retry_at = self.clock.monotonic() + self.retry_interval
         if not self._failing:
             self._failing = True
             log.warning(

@@ -397,7 +397,10 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
         return
     latency = clock.monotonic() - started
     traffic.limits.settle(call.reservation, ctx.used_tokens)
-    answer = _book(state, call, answer, latency)
+    answer, cost = _book(state, call, answer, latency)
+    # Settled before the answer goes out, so that the client's next request meets
+    # the real spend on every replica (one Redis round trip on a budgeted call).
+    await state.cost.settle_wait(call.hold, cost)
     if not flight.meta:  # a stream's were set with its first chunk
         flight.meta = ctx.headers()
     flight.finish(answer)
@@ -417,9 +420,9 @@ async def _run(state: State, call: _Call, flight: Flight) -> None:
             log.exception("could not store the answer of %s", call.key)
 
 
-def _book(state: State, call: _Call, answer: Answer, latency: float) -> Answer:
-    """Book the call's usage and cost, settle its budgets; the answer with what it
-    cost to make, for the cache (a hit then says what it saved)."""
+def _book(state: State, call: _Call, answer: Answer, latency: float) -> tuple[Answer, float | None]:
+    """Book the call's usage and cost: the answer with what it cost to make, for
+    the cache (a hit then says what it saved), and the cost."""
     ctx = call.ctx
     usage = ctx.usage
     if usage is None:
@@ -433,10 +436,9 @@ def _book(state: State, call: _Call, answer: Answer, latency: float) -> Answer:
         upstream_model=ctx.upstream_model,
         usage=usage,
     )
-    state.cost.settle(call.hold, cost)
     state.observe_latency(ctx.model, ctx.first_byte if ctx.first_byte is not None else latency)
     tokens = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    return replace(answer, tokens=tokens, latency=latency)
+    return replace(answer, tokens=tokens, latency=latency), cost
 
 
 def _book_failure(state: State, call: _Call) -> None:

@@ -217,6 +217,12 @@ class GatewayCost:
             return  # no I/O: done without a task
         self._spawn(self.budgets.settle(hold, cost))
 
+    async def settle_wait(self, hold: BudgetHold | None, cost: float | None) -> None:
+        """Swap the hold for ``cost`` now, awaiting the store (bounded by its
+        timeout; a failure is queued, never raised)."""
+        if not self.budgets.settle_now(hold, cost):
+            await self.budgets.settle(hold, cost)
+
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
