@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hotpath._spend_cli import add_parser as add_spend_parser
 
     add_spend_parser(sub)
+    from hotpath._bench_cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -89,6 +92,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument("--cache-ttl", type=_positive_float, help="seconds an answer is kept")
     serve.add_argument("--no-cache", action="store_true", help="turn the cache off")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text or JSON (default text)"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="the least severe level logged (default info)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -110,6 +121,11 @@ def _serve(args: argparse.Namespace) -> int:
             else None
         ),
     }
+    # Only the flags given, so that a test of the overrides above stays exact.
+    if args.log_format is not None:
+        overrides["server.log_format"] = args.log_format
+    if args.log_level is not None:
+        overrides["server.log_level"] = args.log_level
     try:
         return serve(args.config, overrides)
     except ConfigError as exc:
@@ -130,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hotpath._spend_cli import run as spend
 
         return spend(args)
+    if args.command == "bench":
+        from hotpath.loadgen._cli import run as bench
+
+        return bench(args)
     if args.command == "mock-upstream":
         from hotpath.providers.mock._cli import run
 

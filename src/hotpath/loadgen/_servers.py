@@ -1,0 +1,147 @@
+"""The servers ``hotpath bench`` starts: a mock upstream and a gateway in front of it.
+
+Each is its own process (``python -m hotpath mock-upstream`` / ``serve``), in its
+own session so that stopping it stops its workers too, logging to a file in the
+run's temporary directory, and ready once an HTTP probe answers 200. Separate
+processes, not threads of the generator: on a thread they would share the
+generator's interpreter lock and each would slow the other's timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from http.client import HTTPConnection
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["ServerProcess", "free_port", "start_gateway", "start_mock"]
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _status(port: int, path: str) -> int:
+    """The status of ``GET path`` on 127.0.0.1:port; 0 when nothing answers."""
+    conn = HTTPConnection(HOST, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+class ServerProcess:
+    """A server process listening on ``port``; ``url`` is its ``.../v1`` base."""
+
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.name = name
+        self.port = port
+        self.proc = proc
+        self.log = log
+
+    @property
+    def origin(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/v1"
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, path: str, timeout: float) -> None:
+        """Poll ``GET path`` until it answers 200; raise ``RuntimeError`` with the log's
+        tail if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            if _status(self.port, path) == 200:
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} not ready after {timeout:g} s:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL after 10 s."""
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _spawn(name: str, args: Sequence[str], directory: Path, port: int) -> ServerProcess:
+    log = directory / f"{name}.log"
+    # The outer HOTPATH_* settings are not the ones under test.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATH_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hotpath", *args],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    return ServerProcess(name, port, proc, log)
+
+
+def start_mock(directory: Path, args: Sequence[str] = (), *, timeout: float = 30) -> ServerProcess:
+    """``hotpath mock-upstream ARGS`` on a free port of 127.0.0.1, once ready."""
+    port = free_port()
+    argv = ["mock-upstream", "--host", HOST, "--port", str(port), *args]
+    server = _spawn("mock", argv, directory, port)
+    server.wait_ready("/mock/stats", timeout)
+    return server
+
+
+def start_gateway(
+    directory: Path, upstream: str, args: Sequence[str] = (), *, timeout: float = 60
+) -> ServerProcess:
+    """``hotpath serve --upstream UPSTREAM ARGS`` on a free port of 127.0.0.1, working
+    in ``directory`` (where its default SQLite files go), once ``/healthz`` answers."""
+    port = free_port()
+    home = directory / "gateway"
+    home.mkdir(exist_ok=True)
+    argv = ["serve", "--host", HOST, "--port", str(port), "--upstream", upstream, *args]
+    server = _spawn("gateway", argv, home, port)
+    server.wait_ready("/healthz", timeout)
+    return server
