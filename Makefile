@@ -28,6 +28,7 @@ fmt: install
 
 test: install lint
 	bash scripts/ensure-redis-server
+	bash scripts/ensure-chromium
 	$(PY) -m pytest -q
 
 bench: install

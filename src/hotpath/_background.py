@@ -16,11 +16,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import uvicorn
 
 __all__ = ["FAST", "BackgroundServer", "PromptServer", "bind", "uvicorn_config"]
+
+T = TypeVar("T")
 
 _GRACE = 1.0  # seconds in-flight requests get to finish after their connection closed
 
@@ -66,6 +68,11 @@ class PromptServer(uvicorn.Server):
         self._on_started = on_started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop serving, once started."""
+        return self._loop
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -166,6 +173,19 @@ class BackgroundServer:
                 raise RuntimeError(f"the server on {self.base} failed to start") from failure[0]
             raise RuntimeError(f"the server on {self.base} did not start within {timeout} s")
         return self
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the server's event loop (where the app's state lives) and
+        return its result: for work that must not race the requests being served."""
+        server = self._server
+        loop = server.loop if server is not None else None
+        if loop is None:
+            raise RuntimeError(f"the server on {self.base} is not running")
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (in-flight requests get a short grace) and join its thread."""

@@ -4,6 +4,12 @@
 serve`` uses the one we measured fastest). It starts its cache and upstream
 clients on the ASGI lifespan start-up, or on :meth:`Gateway.start` when driven
 directly, and closes them on shutdown.
+
+Every request gets an id (the client's sane ``x-request-id``, else a new one),
+echoed in the response's ``x-request-id`` and bound to the request's task so
+that every log line written on its behalf carries it; it ends with one access
+log line, its counts in the metrics and, when tracing is on, its span
+(docs/observability.md).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import orjson
 
@@ -30,17 +37,33 @@ from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Receive, Request, Scope, Send, send_bytes, send_error
 from hotpath.gateway._chat import chat_completions
 from hotpath.gateway._config import GatewayConfig
+from hotpath.gateway._dashboard import DashboardSampler
 from hotpath.gateway._embeddings import embeddings
-from hotpath.gateway._metrics import GatewayMetrics
+from hotpath.gateway._metrics import GatewayMetrics, scraped_samples
 from hotpath.gateway._state import State
+from hotpath.observe._request import (
+    RequestInfo,
+    bind_request,
+    request_id_from,
+    unbind_request,
+)
+from hotpath.observe._tracing import Tracer, load_tracer
 from hotpath.providers._base import Provider
 from hotpath.providers._build import build_provider
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger("hotpath.gateway")
+access_log = logging.getLogger("hotpath.access")
 
 Handler = Callable[[State, Request], Awaitable[None]]
+
+_REQUEST_ID = b"x-request-id"
+# Probes and scrapes come every few seconds: their access lines are debug lines,
+# and they are not traced.
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/dashboard/events"})
+_PUBLISH_EVERY = 5.0  # seconds between a worker's publications of its stats
+_MAX_SHOWN_PATH = 256
 
 
 class Gateway:
@@ -48,7 +71,8 @@ class Gateway:
 
     ``cache`` overrides the cache built from ``config.cache`` (pass a
     :class:`TieredCache` to share one); ``providers`` overrides the upstream
-    clients built from ``config.upstreams`` (by upstream name).
+    clients built from ``config.upstreams`` (by upstream name); ``tracer`` the
+    request tracer built from ``config.observe`` (with its own exporter, say).
     """
 
     def __init__(
@@ -58,6 +82,7 @@ class Gateway:
         cache: TieredCache | None = None,
         providers: dict[str, Provider] | None = None,
         clock: Clock | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self._clock = clock or SystemClock()
@@ -67,7 +92,16 @@ class Gateway:
                 list(config.cache.tiers), default_ttl=config.cache.ttl, clock=self._clock
             )
         built = providers or {u.name: build_provider(u) for u in config.upstreams}
+        #: The request tracer, ``None`` unless ``[observe] tracing`` is on.
+        self.tracer = tracer if tracer is not None else load_tracer(config.observe)
         self.state = State(config, built, cache, GatewayMetrics(), self._clock)
+        self.dashboard = DashboardSampler(self.state)
+        state = self.state
+        self.state.metrics.watch(
+            lambda: scraped_samples(state.cache, state.traffic._limiters, state.metrics.bounded)
+        )
+        self._kinds: dict[Handler, str] = {chat_completions: "chat", embeddings: "embeddings"}
+        self._publisher: asyncio.Task[None] | None = None
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): chat_completions,
             ("POST", "/chat/completions"): chat_completions,
@@ -82,6 +116,8 @@ class Gateway:
             ("GET", "/admin/budgets"): admin_budgets,
             ("GET", "/admin/keys"): admin_keys,
             ("POST", "/admin/keys"): admin_create_key,
+            ("GET", "/dashboard"): self.dashboard.page,
+            ("GET", "/dashboard/events"): self.dashboard.events,
         }
         self._paths = {path for _, path in self._routes}
         self._started = False
@@ -104,11 +140,28 @@ class Gateway:
         for provider in self.state.providers.values():
             await provider.start()
         await self.state.start()
+        await self.dashboard.start()
+        if self.state.metrics.multiprocess:
+            self._publisher = asyncio.get_running_loop().create_task(self._publish())
         self._ready = True
+
+    async def _publish(self) -> None:
+        """With several workers: publish this worker's scraped stats now and then,
+        so that a scrape answered by any worker sums them all."""
+        while True:
+            self.state.metrics.sample()
+            await asyncio.sleep(_PUBLISH_EVERY)
 
     async def aclose(self) -> None:
         """Cancel calls in flight and close the upstream clients and the cache."""
         self._ready = False
+        await self.dashboard.aclose()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+            self.state.metrics.retire()
+        if self.tracer is not None:
+            self.tracer.flush()
         await self.state.flights.aclose()
         await self.state.aclose()
         if self.state.shared is not None:
@@ -129,30 +182,107 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._started:
             await self.start()
-        handler = self._routes.get((scope["method"], scope["path"]))
-        if handler is None and scope["path"].startswith(KEYS_PATH) and scope["method"] == "DELETE":
+        method: str = scope["method"]
+        path: str = scope["path"]
+        handler = self._routes.get((method, path))
+        if handler is None and path.startswith(KEYS_PATH) and method == "DELETE":
             handler = admin_revoke_key
         request = Request(scope, receive, send)
+        info = RequestInfo(
+            request_id_from(request.headers.get(_REQUEST_ID)), method, path, time.perf_counter()
+        )
+        tag = (_REQUEST_ID, info.request_id.encode())
+
+        async def send_tagged(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                info.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), tag]}
+            await send(message)
+
+        request.send = send_tagged
+        route = path if handler is not None else "unknown"
+        if handler is admin_revoke_key:
+            route = KEYS_PATH + "{name}"
+        bound = bind_request(info)
+        tracer = self.tracer
+        traced = None
+        if tracer is not None and path not in _QUIET:
+            info.tracer = tracer
+            traced = tracer.start_request(info, route, request.headers)
         metrics = self.state.metrics
         in_flight = metrics.in_flight
         in_flight.inc()
-        status = "200"
         try:
             if handler is None:
-                raise self._not_found(scope["method"], scope["path"])
+                raise self._not_found(method, path)
             await handler(self.state, request)
         except ApiError as exc:
-            status = str(exc.status)
-            await send_error(send, exc)
+            await send_error(send_tagged, exc)
         except HotpathError as exc:
-            status = "400"
-            await send_error(send, ApiError(400, str(exc), param=getattr(exc, "param", None)))
+            await send_error(
+                send_tagged, ApiError(400, str(exc), param=getattr(exc, "param", None))
+            )
+        except Exception:
+            log.exception("unhandled error answering %s %s", method, _shown(path))
+            if info.status:
+                raise  # the response has started: only the server can end it
+            await send_error(
+                send_tagged,
+                ApiError(500, "internal error", type="server_error", code="internal_error"),
+            )
         finally:
             in_flight.dec()
-            route = scope["path"] if handler is not None else "unknown"
-            if handler is admin_revoke_key:
-                route = KEYS_PATH + "{name}"
-            metrics.child(metrics.requests, route, status).inc()
+            self._finish(info, route, handler)
+            if traced is not None and tracer is not None:
+                tracer.end_request(info, traced)
+            unbind_request(bound)
+
+    def _finish(self, info: RequestInfo, route: str, handler: Handler | None) -> None:
+        """Count the request and write its access line."""
+        elapsed = time.perf_counter() - info.started
+        # 499 (as nginx says it): the client left before the response started.
+        status = str(info.status) if info.status else "499"
+        metrics = self.state.metrics
+        metrics.child(metrics.requests, route, status).inc()
+        kind = self._kinds.get(handler) if handler is not None else None
+        if kind is not None and info.model:
+            model = metrics.bounded(info.model)
+            metrics.child(metrics.model_requests, kind, model, info.cache or "none", status).inc()
+            if info.upstream_seconds and not info.coalesced and status == "200":
+                overhead = max(0.0, elapsed - info.upstream_seconds)
+                metrics.child(metrics.overhead, kind).observe(overhead)
+        if not self.config.access_log:
+            return
+        level = logging.DEBUG if info.path in _QUIET else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        path = _shown(info.path)
+        fields: dict[str, object] = {
+            "method": info.method,
+            "path": path,
+            "status": info.status or 499,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
+        if info.model:
+            fields["model"] = info.model
+        if info.cache:
+            fields["cache"] = info.cache
+        if info.deployment and info.upstream_seconds:
+            fields["deployment"] = info.deployment
+        # A record made here, not by Logger.log: that would walk the stack to name
+        # the caller, a fifth of the line's cost, for fields no formatter shows.
+        record = access_log.makeRecord(
+            access_log.name,
+            level,
+            "",
+            0,
+            "%s %s %s",
+            (info.method, path, status),
+            None,
+            None,
+            fields,
+        )
+        access_log.handle(record)
 
     def _not_found(self, method: str, path: str) -> ApiError:
         if path in self._paths:
@@ -180,6 +310,14 @@ class Gateway:
                 return
 
 
+def _shown(path: str) -> str:
+    """``path`` fit for a log line: the (percent-decoded) path a client sent may
+    hold line breaks or be huge."""
+    if len(path) <= _MAX_SHOWN_PATH and path.isprintable():
+        return path
+    return ascii(path[:_MAX_SHOWN_PATH])
+
+
 async def _healthz(state: State, request: Request) -> None:
     await send_bytes(request.send, 200, b'{"status":"ok"}')
 
@@ -198,6 +336,8 @@ async def _readyz(state: State, request: Request) -> None:
 async def _metrics(state: State, request: Request) -> None:
     directory = state.directory
     state.cost.export({"keys": directory.stats().poll_failures} if directory is not None else None)
+    # Stats are read here, on the loop that owns them; rendering runs on a thread.
+    state.metrics.sample()
     body = await asyncio.get_running_loop().run_in_executor(None, state.metrics.render)
     await request.send(
         {

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from hotpath._errors import UpstreamStatusError
 from hotpath.cost._budget import BudgetHold
 from hotpath.cost._usage import Usage
 from hotpath.gateway._admit import Admission, admit_chat
@@ -33,6 +34,7 @@ from hotpath.gateway._state import Caller, State, upstream_api_error
 from hotpath.gateway._traffic_context import CallContext, Reservation, usage_tokens
 from hotpath.gateway._usage_count import answer_usage, counted_usage
 from hotpath.gateway._validate import check_chat, parse_json
+from hotpath.observe._request import RequestInfo, current_request, span_of
 
 __all__ = ["chat_completions"]
 
@@ -45,6 +47,7 @@ _SSE_HEADERS = [
 ]
 _DONE = b"data: [DONE]\n\n"
 _ROUTE = "chat"
+_MAX_LOGGED_PROMPT = 4000  # bytes of a prompt a debug line may carry (log_content on)
 
 
 class _Call:
@@ -59,7 +62,9 @@ class _Call:
         "headers",
         "hold",
         "include_usage",
+        "info",
         "key",
+        "outcome",
         "request_headers",
         "reservation",
         "resolved",
@@ -78,12 +83,15 @@ class _Call:
         caller: Caller,
         hold: BudgetHold | None,
         headers: list[tuple[bytes, bytes]],
+        info: RequestInfo | None,
     ) -> None:
         self.body = body
+        self.info = info  # the request as logs, metrics and its span see it
         self.caller = caller
         self.hold = hold  # the budgets' reservation
         self.headers = headers  # what admission says: the model chosen, a downgrade
         self.booked = False  # this request's own upstream call was booked
+        self.outcome = "miss"  # or "bypass": how a request not answered by the cache is labelled
         # The client's headers, some forwarded upstream; set on a miss.
         self.request_headers: dict[bytes, bytes] = {}
         self.resolved = resolved
@@ -94,20 +102,27 @@ class _Call:
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        self.started = time.perf_counter()
+        # Latency counts from the request's arrival (admission waits included).
+        self.started = info.started if info is not None else time.perf_counter()
 
 
 async def chat_completions(state: State, request: Request) -> None:
+    info = current_request()
     raw = await read_body(request, state.config.max_body_bytes)
     caller = state.authenticate(request)
     body = parse_json(raw, orjson.loads)
     model = check_chat(body)
+    if info is not None:
+        info.model = model
+    if log.isEnabledFor(logging.DEBUG):
+        _log_request(state, body, model)
     controls = parse_controls(request)
     traffic = state.traffic
     ctx = traffic.context(request)
-    admission = await admit_chat(state, request, body, model, caller, ctx)
+    with span_of(info, "admission"):
+        admission = await admit_chat(state, request, body, model, caller, ctx)
     try:
-        call = _new_call(state, body, controls, ctx, caller, admission)
+        call = _new_call(state, body, controls, ctx, caller, admission, info)
         answered = await _from_cache(state, request, call)
     except BaseException:
         # Nothing went upstream: give the reservations back.
@@ -116,7 +131,23 @@ async def chat_completions(state: State, request: Request) -> None:
         raise
     if not answered:
         outcome = b"miss" if call.key is not None and controls.lookup else b"bypass"
+        if info is not None:
+            info.cache = outcome.decode()
         await _answer_miss(state, request, call, outcome)
+
+
+def _log_request(state: State, body: dict[str, Any], model: str) -> None:
+    """A debug line per chat request; its prompt only if the operator allows it
+    (``[server] log_content``): prompts may hold personal data."""
+    messages = body.get("messages")
+    fields: dict[str, object] = {
+        "model": model,
+        "stream": body.get("stream") is True,
+        "messages": len(messages) if isinstance(messages, list) else 0,
+    }
+    if state.config.log_content:
+        fields["prompt"] = orjson.dumps(messages)[:_MAX_LOGGED_PROMPT].decode("utf-8", "replace")
+    log.debug("chat request", extra=fields)
 
 
 def _new_call(
@@ -126,6 +157,7 @@ def _new_call(
     ctx: CallContext,
     caller: Caller,
     admission: Admission,
+    info: RequestInfo | None,
 ) -> _Call:
     """The request's call, with its cache key (``None``: not cached)."""
     resolved = admission.resolved
@@ -150,6 +182,7 @@ def _new_call(
         caller,
         admission.hold,
         admission.headers,
+        info,
     )
 
 
@@ -163,7 +196,12 @@ async def _from_cache(state: State, request: Request, call: _Call) -> bool:
         metrics.child(metrics.cache, _ROUTE, "bypass", "").inc()
         return False
     assert cache is not None
-    found = await cache.lookup(key)
+    with span_of(call.info, "cache lookup") as span:
+        found = await cache.lookup(key)
+        if span is not None:
+            span.set_attribute("hotpath.cache", "miss" if found is None else "hit")
+            if found is not None:
+                span.set_attribute("hotpath.cache.tier", found[1])
     if found is not None:
         answer = Answer.from_value(found[0].value)
         if answer is not None:
@@ -175,6 +213,7 @@ async def _from_cache(state: State, request: Request, call: _Call) -> bool:
                 _book_saving(state, call, answer, "hit")
                 return True
     metrics.child(metrics.cache, _ROUTE, "miss", "").inc()
+    state.anomalies.cache(call.resolved.public, hit=False)
     return False
 
 
@@ -220,6 +259,12 @@ async def _send_hit(
 ) -> None:
     metrics = state.metrics
     metrics.child(metrics.cache, _ROUTE, "hit", tier).inc()
+    state.anomalies.cache(call.resolved.public, hit=True)
+    info = call.info
+    if info is not None:
+        info.cache = "hit"
+        info.tier = tier
+        info.deployment = call.resolved.primary.name
     headers = _cache_headers(call, b"hit")
     headers.append((b"x-hotpath-cache-tier", tier.encode()))
     headers.append((b"age", str(int(age)).encode()))
@@ -231,6 +276,7 @@ async def _send_hit(
 
 async def _answer_miss(state: State, request: Request, call: _Call, outcome: bytes) -> None:
     call.request_headers = request.headers
+    call.outcome = outcome.decode()
     flights = state.flights
     flight = flights.join(call.key) if call.key is not None else None
     headers = _cache_headers(call, outcome)
@@ -240,6 +286,8 @@ async def _answer_miss(state: State, request: Request, call: _Call, outcome: byt
         state.cost.settle(call.hold, 0.0)
         state.metrics.child(state.metrics.coalesced, _ROUTE).inc()
         headers.append((b"x-hotpath-coalesced", b"true"))
+        if call.info is not None:
+            call.info.coalesced = True
     else:
         shared = state.shared
         if shared is not None and call.key is not None:
@@ -293,7 +341,7 @@ async def _send_whole(
         )
         return
     await _send_answer(request, call, answer, _with_meta(headers, flight.meta))
-    state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
+    state.metrics.child(state.metrics.latency, _ROUTE, call.outcome).observe(
         time.perf_counter() - call.started
     )
 
@@ -317,7 +365,7 @@ async def _relay_stream(
                     }
                 )
                 started = True
-                state.metrics.child(state.metrics.ttft, "miss").observe(
+                state.metrics.child(state.metrics.ttft, call.outcome).observe(
                     time.perf_counter() - call.started
                 )
             await send(
@@ -349,7 +397,7 @@ async def _relay_stream(
             }
         )
     await send({"type": "http.response.body", "body": tail})
-    state.metrics.child(state.metrics.latency, _ROUTE, "miss").observe(
+    state.metrics.child(state.metrics.latency, _ROUTE, call.outcome).observe(
         time.perf_counter() - call.started
     )
 
@@ -437,6 +485,13 @@ def _book(state: State, call: _Call, answer: Answer, latency: float) -> tuple[An
         usage=usage,
     )
     state.observe_latency(ctx.model, ctx.first_byte if ctx.first_byte is not None else latency)
+    state.anomalies.spend(ctx.model, cost)
+    info = call.info
+    if info is not None:
+        info.deployment = ctx.deployment
+        info.prompt_tokens = usage.prompt_tokens
+        info.completion_tokens = usage.completion_tokens
+        info.cost = cost
     tokens = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     return replace(answer, tokens=tokens, latency=latency), cost
 
@@ -459,12 +514,38 @@ def _book_failure(state: State, call: _Call) -> None:
 async def _attempt(
     state: State, call: _Call, flight: Flight, route: Route, resolved: Resolved
 ) -> tuple[Answer, bool]:
-    """One try on one deployment."""
+    """One try on one deployment (in its own span when the request is traced,
+    whose ``traceparent`` goes upstream)."""
+    headers = route.forwarded(call.request_headers)
+    info = call.info
+    tracer = info.tracer if info is not None else None
+    if tracer is None:
+        return await _try(state, call, flight, route, headers)
+    attributes = {
+        "hotpath.deployment": route.name,
+        "hotpath.upstream": route.provider.name,
+        "gen_ai.request.model": route.deployment,
+        "hotpath.attempt": call.ctx.attempts,
+        "hotpath.stream": flight.stream,
+    }
+    with tracer.span("upstream attempt", attributes, client=True) as span:
+        try:
+            result = await _try(state, call, flight, route, tracer.inject(headers))
+        except UpstreamStatusError as exc:
+            span.set_attribute("http.response.status_code", exc.status)
+            raise
+        if call.ctx.first_byte is not None:
+            span.set_attribute("hotpath.first_byte_seconds", call.ctx.first_byte)
+        return result
+
+
+async def _try(
+    state: State, call: _Call, flight: Flight, route: Route, headers: dict[str, str] | None
+) -> tuple[Answer, bool]:
     provider = route.provider
     metrics = state.metrics
     started = time.perf_counter()
     outcome = "ok"
-    headers = route.forwarded(call.request_headers)
     try:
         if flight.stream:
             return await _stream_upstream(state, call, flight, route, headers)
@@ -486,10 +567,19 @@ async def _attempt(
         log.warning("chat call to upstream %r failed: %s", provider.name, exc)
         raise
     finally:
+        elapsed = time.perf_counter() - started
         metrics.child(metrics.upstream, provider.name, _ROUTE, outcome).inc()
-        metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(
-            time.perf_counter() - started
-        )
+        metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(elapsed)
+        if outcome != "cancelled":
+            first = call.ctx.first_byte
+            state.anomalies.upstream(
+                call.ctx.model,
+                provider.name,
+                first if first is not None else elapsed,
+                error=outcome != "ok",
+            )
+        if call.info is not None:
+            call.info.upstream_seconds += elapsed
 
 
 async def _stream_upstream(

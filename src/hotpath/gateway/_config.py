@@ -19,6 +19,8 @@ from hotpath._errors import ConfigError
 from hotpath._options import check_count, check_non_negative, check_positive, check_text
 from hotpath.gateway._cost_config import AdminConfig, CostConfig, SelectConfig
 from hotpath.gateway._traffic_config import TrafficConfig
+from hotpath.observe._config import ObserveConfig
+from hotpath.observe._logging import LogFormat, check_log_format, check_log_level
 
 __all__ = [
     "CacheConfig",
@@ -273,12 +275,21 @@ class GatewayConfig:
     ``models`` maps public model names to routes; the name ``*`` catches every
     other model. ``max_body_bytes`` bounds a request body (413 above it). With no
     ``keys`` every client is accepted.
+
+    Logs (docs/observability.md): ``log_format`` is ``text`` or ``json`` (one
+    object a line), at ``log_level``; ``access_log`` writes one line per request;
+    ``log_content`` lets debug lines carry prompt text (never keys). ``observe``
+    turns tracing on.
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 16 * 1024 * 1024
+    log_format: LogFormat = "text"
+    log_level: str = "info"
+    access_log: bool = True
+    log_content: bool = False
     upstreams: tuple[UpstreamConfig, ...] = ()
     models: Mapping[str, ModelRoute] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -286,9 +297,19 @@ class GatewayConfig:
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
 
     def __post_init__(self) -> None:
         check_text(self.host, "server.host")
+        check_log_format(self.log_format)
+        object.__setattr__(self, "log_level", check_log_level(self.log_level))
+        for name in ("access_log", "log_content"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"server.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.observe, ObserveConfig):
+            raise ConfigError(f"observe must be a table, got {self.observe!r}")
         check_count(self.port, "server.port", 0)
         if self.port > 65535:
             raise ConfigError(f"server.port must be at most 65535, got {self.port!r}")

@@ -27,6 +27,7 @@ from hotpath.gateway._cost_load import (
     select_from_document,
 )
 from hotpath.gateway._traffic_load import traffic_from_document
+from hotpath.observe._config import ObserveConfig
 
 __all__ = ["ENV_VARS", "config_from_document", "load_config"]
 
@@ -36,6 +37,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HOTPATH_PORT": ("server.port", "int"),
     "HOTPATH_WORKERS": ("server.workers", "int"),
     "HOTPATH_MAX_BODY_BYTES": ("server.max_body_bytes", "int"),
+    "HOTPATH_LOG_FORMAT": ("server.log_format", "str"),
+    "HOTPATH_LOG_LEVEL": ("server.log_level", "str"),
+    "HOTPATH_ACCESS_LOG": ("server.access_log", "bool"),
+    "HOTPATH_TRACING": ("observe.tracing", "bool"),
+    "HOTPATH_TRACING_EXPORTER": ("observe.exporter", "str"),
     "HOTPATH_UPSTREAM": ("upstream.base_url", "str"),
     "HOTPATH_UPSTREAM_KIND": ("upstream.kind", "str"),
     "HOTPATH_UPSTREAM_API_KEY_ENV": ("upstream.api_key_env", "str"),
@@ -56,8 +62,27 @@ _SECTIONS = {
     "traffic",
     "cost",
     "admin",
+    "observe",
 }
-_SERVER = {"host", "port", "workers", "max_body_bytes"}
+_SERVER = {
+    "host",
+    "port",
+    "workers",
+    "max_body_bytes",
+    "log_format",
+    "log_level",
+    "access_log",
+    "log_content",
+}
+_OBSERVE = {
+    "tracing",
+    "exporter",
+    "endpoint",
+    "service_name",
+    "sample_ratio",
+    "anomalies",
+    "alert_webhook",
+}
 _UPSTREAM = {
     "kind",
     "base_url",
@@ -197,6 +222,7 @@ def config_from_document(doc: Mapping[str, Any]) -> GatewayConfig:
         traffic=traffic_from_document(doc.get("traffic", {})),
         cost=cost_from_document(doc.get("cost", {})),
         admin=admin_from_document(doc.get("admin", {})),
+        observe=_build(ObserveConfig, "observe", _table(doc, "observe", _OBSERVE)),
     )
     return config
 

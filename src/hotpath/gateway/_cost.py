@@ -17,8 +17,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from hotpath._clock import Clock
 from hotpath._errors import BudgetExceededError, TrafficError
 from hotpath.cost._budget import BudgetEvent, BudgetHold, BudgetRule, Budgets, usd
@@ -31,6 +29,7 @@ from hotpath.cost._usage import Usage
 from hotpath.gateway._api_errors import ApiError, traffic_api_error
 from hotpath.gateway._config import GatewayConfig
 from hotpath.gateway._metrics import GatewayMetrics
+from hotpath.observe._webhook import Webhook
 
 __all__ = ["GatewayCost", "budget_api_error"]
 
@@ -84,7 +83,12 @@ class GatewayCost:
             on_event=self._on_event,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._webhook: Any = None  # an aiohttp session, made on the first alert
+        self._webhook: Webhook | None = None
+        if settings.alert_webhook is not None:
+            self._webhook = Webhook(
+                settings.alert_webhook,
+                on_failure=lambda: metrics.child(metrics.webhook_failures).inc(),
+            )
         self._exported: dict[str, int] = {}
         self._per_key_budgets = config.admin.enabled  # keys may carry budgets
 
@@ -105,7 +109,7 @@ class GatewayCost:
         if self.ledger is not None:
             await self.ledger.aclose()
         if self._webhook is not None:
-            await self._webhook.close()
+            await self._webhook.aclose()
 
     async def _seed_local_budgets(self) -> None:
         """Budgets held in this process start from what the usage ledger booked in
@@ -325,37 +329,22 @@ class GatewayCost:
             log.info(
                 "budget %s at %.0f%%: downgrading %s", status.name, status.ratio * 100, event.model
             )
-        url = self.settings.alert_webhook
-        if url is not None:
-            body = {
-                "event": f"budget.{event.kind}",
-                "budget": status.name,
-                "limit_usd": status.limit,
-                "spent_usd": status.spent,
-                "reserved_usd": status.reserved,
-                "ratio": status.ratio,
-                "reset_at": status.reset_at,
-                "key": event.key,
-                "tenant": event.tenant,
-                "model": event.model,
-                "at": self.clock.now(),
-            }
-            self._spawn(self._post(url, orjson.dumps(body)))
-
-    async def _post(self, url: str, body: bytes) -> None:
-        import aiohttp
-
-        if self._webhook is None:
-            self._webhook = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0))
-        try:
-            async with self._webhook.post(
-                url, data=body, headers={"content-type": "application/json"}
-            ) as response:
-                if response.status >= 300:
-                    raise RuntimeError(f"status {response.status}")
-        except Exception as exc:  # noqa: BLE001 - an alert that cannot go is logged
-            self.metrics.child(self.metrics.webhook_failures).inc()
-            log.warning("budget alert webhook %s failed: %s", url, exc)
+        if self._webhook is not None:
+            self._webhook.send(
+                {
+                    "event": f"budget.{event.kind}",
+                    "budget": status.name,
+                    "limit_usd": status.limit,
+                    "spent_usd": status.spent,
+                    "reserved_usd": status.reserved,
+                    "ratio": status.ratio,
+                    "reset_at": status.reset_at,
+                    "key": event.key,
+                    "tenant": event.tenant,
+                    "model": event.model,
+                    "at": self.clock.now(),
+                }
+            )
 
 
 def budget_api_error(exc: BudgetExceededError) -> ApiError:

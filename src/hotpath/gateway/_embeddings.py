@@ -29,6 +29,7 @@ from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._state import Caller, State, upstream_api_error
 from hotpath.gateway._traffic_context import CallContext, usage_tokens
 from hotpath.gateway._validate import check_embeddings, parse_json
+from hotpath.observe._request import RequestInfo, current_request, span_of
 
 __all__ = ["embeddings"]
 
@@ -61,21 +62,38 @@ async def _fetch(
     body: dict[str, Any],
     inputs: list[str | list[int]],
     single: bool,
+    info: RequestInfo | None,
 ) -> tuple[list[bytes], str, dict[str, Any]]:
     """Embed ``inputs`` upstream (through traffic control): their float32 vectors,
     the model, the usage."""
     payload = {**body, "input": inputs[0] if single else inputs, "encoding_format": "float"}
+    tracer = info.tracer if info is not None else None
 
     async def attempt(route: Route, _: Resolved) -> bytes:
         metrics = state.metrics
+        forwarded = route.forwarded(request.headers)
         started = time.perf_counter()
         try:
-            forwarded = route.forwarded(request.headers)
-            data = await route.provider.embeddings(payload, route.deployment, forwarded)
+            if tracer is None:
+                data = await route.provider.embeddings(payload, route.deployment, forwarded)
+            else:
+                attributes = {
+                    "hotpath.deployment": route.name,
+                    "hotpath.upstream": route.provider.name,
+                    "gen_ai.request.model": route.deployment,
+                    "hotpath.attempt": ctx.attempts,
+                }
+                with tracer.span("upstream attempt", attributes, client=True):
+                    data = await route.provider.embeddings(
+                        payload, route.deployment, tracer.inject(forwarded)
+                    )
         except Exception as exc:
             metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
             log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
             raise
+        finally:
+            if info is not None:
+                info.upstream_seconds += time.perf_counter() - started
         metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
         metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
             time.perf_counter() - started
@@ -150,6 +168,10 @@ def _book(
             )
             or 0.0
         )
+        info = current_request()
+        if info is not None:
+            info.prompt_tokens = used.prompt_tokens
+            info.cost = spent
     cost.settle(hold, spent)
     sent = set(mine)
     saved = [i for i in range(len(items)) if i not in sent]
@@ -168,11 +190,14 @@ def _book(
 
 
 async def embeddings(state: State, request: Request) -> None:
-    started = time.perf_counter()
+    info = current_request()
+    started = info.started if info is not None else time.perf_counter()
     raw = await read_body(request, state.config.max_body_bytes)
     caller = state.authenticate(request)
     body = parse_json(raw, orjson.loads)
     model, items, single = check_embeddings(body)
+    if info is not None:
+        info.model = model
     resolved = state.resolve(model)
     route = resolved.primary
     controls = parse_controls(request)
@@ -186,22 +211,23 @@ async def embeddings(state: State, request: Request) -> None:
         sizes = _sizes(route.deployment, items)
         ctx.tokens = sum(sizes)
     hold = None
-    if budgets:
-        hold = await cost.reserve(
-            key=caller.key,
-            tenant=caller.tenant,
-            model=model,
-            estimate=cost.estimate(route.deployment, ctx.tokens, 0),
-            downgrade_estimate=None,
-            extra=caller.budgets,
-        )
-    try:
-        reservation = await traffic.limits.admit(
-            ctx, key=caller.key, tenant=caller.tenant, model=model, own=caller.limits
-        )
-    except BaseException:
-        cost.settle(hold, 0.0)
-        raise
+    with span_of(info, "admission"):
+        if budgets:
+            hold = await cost.reserve(
+                key=caller.key,
+                tenant=caller.tenant,
+                model=model,
+                estimate=cost.estimate(route.deployment, ctx.tokens, 0),
+                downgrade_estimate=None,
+                extra=caller.budgets,
+            )
+        try:
+            reservation = await traffic.limits.admit(
+                ctx, key=caller.key, tenant=caller.tenant, model=model, own=caller.limits
+            )
+        except BaseException:
+            cost.settle(hold, 0.0)
+            raise
     fmt = body.get("encoding_format") or "float"
     dimensions = body.get("dimensions")
     cache = state.cache
@@ -221,7 +247,8 @@ async def embeddings(state: State, request: Request) -> None:
             for item in items
         ]
         if controls.lookup:
-            found = await cache.get_many(keys)
+            with span_of(info, "cache lookup", {"hotpath.inputs": len(keys)}):
+                found = await cache.get_many(keys)
     missing = [i for i, v in enumerate(found) if not isinstance(v, bytes)]
     usage: dict[str, Any] = {"prompt_tokens": 0, "total_tokens": 0}
     upstream_model = model
@@ -246,7 +273,7 @@ async def embeddings(state: State, request: Request) -> None:
     try:
         if mine:
             vectors, upstream_model, usage = await _fetch(
-                state, request, resolved, ctx, body, [items[i] for i in mine], single
+                state, request, resolved, ctx, body, [items[i] for i in mine], single, info
             )
             fresh: dict[str, bytes] = {}
             for i, vector in zip(mine, vectors, strict=True):
@@ -288,6 +315,10 @@ async def embeddings(state: State, request: Request) -> None:
     outcome = b"miss" if len(missing) == len(items) else b"hit" if not missing else b"partial"
     if cache is None or not controls.lookup:
         outcome = b"bypass"
+    if info is not None:
+        info.cache = outcome.decode()
+        info.coalesced = bool(joined) and not mine
+        info.deployment = ctx.deployment or route.name
     for label, count in (("hit", len(items) - len(missing)), ("miss", len(missing))):
         if count and outcome != b"bypass":
             metrics.child(metrics.cache, _ROUTE, label, "").inc(count)

@@ -1,20 +1,30 @@
-"""The gateway's Prometheus metrics (prometheus_client).
+"""The gateway's Prometheus metrics (prometheus_client); the catalog is docs/metrics.md.
 
 Each gateway owns a registry, so several gateways in one process (tests) do not
 collide. With several worker processes ``hotpath serve`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums every worker's values
-(prometheus_client's multiprocess mode).
+(prometheus_client's multiprocess mode); each gauge says how workers combine.
+
+Most metrics are counted on the request path. The *scraped* families (cache tier
+sizes, evictions and health, concurrency queues) are read from the stats
+snapshots of the cache and the limiters when ``/metrics`` is asked for
+(:meth:`GatewayMetrics.watch`), so they cost the request path nothing. With
+several workers each worker publishes its own snapshot into the shared files
+every few seconds and on each scrape it answers (:meth:`GatewayMetrics.sample`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["GatewayMetrics"]
+from hotpath.gateway._metrics_scraped import SCRAPED, Samples, ScrapedCollector, scraped_samples
+
+__all__ = ["SCRAPED", "GatewayMetrics", "Samples", "scraped_samples"]
 
 _LATENCY = (
     0.0005,
@@ -36,8 +46,28 @@ _LATENCY = (
     120.0,
 )
 
+# Gateway overhead is sub-millisecond when all is well: finer buckets at the bottom.
+_OVERHEAD = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 _MAX_LABELS = 200
+_MAX_LABEL_LENGTH = 128
 
 
 class GatewayMetrics:
@@ -49,6 +79,20 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "hotpath_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.model_requests = Counter(
+            "hotpath_model_requests",
+            "Chat and embeddings requests by public model, cache outcome and status",
+            ["route", "model", "cache", "status"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "hotpath_gateway_overhead_seconds",
+            "Time a request that called the upstream spent in the gateway: its whole "
+            "time minus the time of its upstream tries",
+            ["route"],
+            buckets=_OVERHEAD,
+            registry=r,
         )
         self.latency = Histogram(
             "hotpath_request_duration_seconds",
@@ -138,7 +182,7 @@ class GatewayMetrics:
             "Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open",
             ["deployment"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "hotpath_circuit_breaker_transitions",
@@ -218,7 +262,7 @@ class GatewayMetrics:
             "Share of a budget used (spent and reserved), as last seen by this process",
             ["budget"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.budget_store_errors = Counter(
             "hotpath_cost_store_errors",
@@ -228,20 +272,95 @@ class GatewayMetrics:
         )
         self.webhook_failures = Counter(
             "hotpath_alert_webhook_failures",
-            "Budget alert webhooks that could not be delivered",
+            "Budget and anomaly alert webhooks that could not be delivered",
             [],
             registry=r,
         )
+        self.anomaly_alerts = Counter(
+            "hotpath_anomaly_alerts",
+            "Anomalies raised by the streaming detectors (docs/anomaly.md)",
+            ["signal", "key", "direction"],
+            registry=r,
+        )
+        self.anomaly_active = Gauge(
+            "hotpath_anomaly_active",
+            "1 while an anomaly of this signal and key stands",
+            ["signal", "key"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._labels: set[str] = set()
+        self._sources: list[Callable[[], Samples]] = []
+        self._scraped = ScrapedCollector()
+        # With several workers the scraped families are real (file-backed) metrics
+        # that each worker publishes into; counters advance by the snapshot's delta.
+        self._published: dict[str, Any] = {}
+        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+        if self._multiprocess:
+            for family in SCRAPED:
+                if family.kind == "counter":
+                    self._published[family.name] = Counter(
+                        family.name, family.help, family.labels, registry=r
+                    )
+                else:
+                    self._published[family.name] = Gauge(
+                        family.name,
+                        family.help,
+                        family.labels,
+                        registry=r,
+                        multiprocess_mode=family.mode,
+                    )
+        else:
+            r.register(self._scraped)
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether values are shared with other worker processes."""
+        return self._multiprocess
+
+    def watch(self, source: Callable[[], Samples]) -> None:
+        """Export the scraped families from ``source`` (called by :meth:`sample`)."""
+        self._sources.append(source)
+
+    def sample(self) -> None:
+        """Read every watched source now; call it on the thread that owns them
+        (the event loop) before :meth:`render`."""
+        merged: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+        for source in self._sources:
+            for name, rows in source().items():
+                merged.setdefault(name, []).extend(rows)
+        if not self._multiprocess:
+            self._scraped.samples = merged
+            return
+        last = self._last
+        for family in SCRAPED:
+            metric = self._published[family.name]
+            for labels, value in merged.get(family.name, ()):
+                child = self.child(metric, *labels)
+                if family.kind == "gauge":
+                    child.set(value)
+                    continue
+                seen = last.get((family.name, labels), 0.0)
+                # A counter that went down was reset (a new cache): count afresh.
+                delta = value - seen if value >= seen else value
+                if delta > 0:
+                    child.inc(delta)
+                last[(family.name, labels)] = value
+
+    def retire(self) -> None:
+        """This worker is going away: drop its live gauges from the shared files."""
+        if self._multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def bounded(self, value: str) -> str:
         """``value`` as a label, or ``other`` once 200 distinct values have been seen
-        (model names can come from clients: the label set must stay bounded)."""
+        or if it is over 128 characters (model names can come from clients: the
+        label set must stay bounded)."""
         labels = self._labels
         if value in labels:
             return value
-        if len(labels) >= _MAX_LABELS:
+        if len(labels) >= _MAX_LABELS or len(value) > _MAX_LABEL_LENGTH:
             return "other"
         labels.add(value)
         return value

@@ -23,6 +23,8 @@ from hotpath._background import FAST
 from hotpath.gateway._app import Gateway
 from hotpath.gateway._config import GatewayConfig
 from hotpath.gateway._config_load import load_config
+from hotpath.observe._logging import configure_logging
+from hotpath.observe._tracing import check_tracing
 
 __all__ = ["app_from_env", "describe", "serve"]
 
@@ -104,6 +106,8 @@ def app_from_env() -> Gateway:
     """A worker's app, from the arguments its master process left in the environment."""
     args = orjson.loads(os.environ[_ARGS])
     config = load_config(args["path"], env=os.environ, overrides=args["overrides"])
+    # A worker is a fresh interpreter: it sets up its own logging.
+    configure_logging(config.log_format, config.log_level)
     return Gateway(config)
 
 
@@ -115,18 +119,28 @@ def serve(
 
     env = dict(os.environ if env is None else env)
     config = load_config(path, env=env, overrides=overrides)
-    for line in describe(config):
-        print(line, file=sys.stderr, flush=True)
+    check_tracing(config.observe)  # fail now, not in each worker, if the extra is missing
+    configure_logging(config.log_format, config.log_level)
+    lines = describe(config)
     if not config.upstreams:
-        print(
-            "  warning: no upstream configured (--upstream URL): every model answers 404",
-            file=sys.stderr,
-        )
+        lines.append("  warning: no upstream configured (--upstream URL): every model answers 404")
+    if config.log_format == "json":
+        # Every line of a JSON log is JSON, the start-up lines too.
+        for line in lines:
+            text = line.strip()
+            log.log(logging.WARNING if text.startswith("warning:") else logging.INFO, text)
+    else:
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
     common: dict[str, Any] = {
         **FAST,
         "host": config.host,
         "port": config.port,
         "timeout_graceful_shutdown": 10,
+        # Logging is ours (configure_logging): uvicorn's loggers propagate to it,
+        # and say what they do at start-up only when asked for debug lines.
+        "log_config": None,
+        "log_level": "debug" if config.log_level == "debug" else FAST["log_level"],
     }
     if config.workers == 1:
         uvicorn.run(Gateway(config), **common)

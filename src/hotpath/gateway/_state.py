@@ -11,6 +11,7 @@ from hotpath._clock import Clock
 from hotpath.cache import TieredCache
 from hotpath.cost._budget import BudgetRule
 from hotpath.cost._select import Candidate, Choice, ModelSelector
+from hotpath.gateway._anomalies import GatewayAnomalies
 from hotpath.gateway._api_errors import ApiError, upstream_api_error
 from hotpath.gateway._asgi import Request
 from hotpath.gateway._config import GatewayConfig
@@ -88,6 +89,7 @@ class State:
         self.shared = SharedFlights(redis_url) if redis_url is not None else None
         self.traffic = Traffic(config, providers, metrics, clock)
         self.cost = GatewayCost(config, metrics, clock, redis_url=self.traffic.redis_url)
+        self.anomalies = GatewayAnomalies(config, metrics, clock)
         self._keys = {k.sha256: Caller(k.name, k.tenant) for k in config.keys}
         self._routes: dict[str, Resolved] = {}
         self._auth_cache: dict[bytes, Caller] = {}
@@ -155,6 +157,7 @@ class State:
     async def start(self) -> None:
         await self.traffic.start()
         await self.cost.start()
+        await self.anomalies.start()
         if self.directory is not None:
             await self.directory.start()
             self._keys_changed()
@@ -162,6 +165,7 @@ class State:
     async def aclose(self) -> None:
         await self.traffic.aclose()
         await self.cost.aclose()
+        await self.anomalies.aclose()
         if self.directory is not None:
             await self.directory.aclose()
 

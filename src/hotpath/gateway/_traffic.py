@@ -138,15 +138,16 @@ class Traffic:
             found = CircuitBreaker(name, settings, clock=self.clock)
             _put_bounded(self._breakers, name, found)
             found.add_listener(self._on_breaker)
-            self.metrics.child(self.metrics.breaker_state, name).set(0)
+            self.metrics.child(self.metrics.breaker_state, self.metrics.bounded(name)).set(0)
             if self.breaker_sync is not None:
                 self.breaker_sync.attach(found)
         return found
 
     def _on_breaker(self, name: str, old: str, new: str) -> None:
         metrics = self.metrics
-        metrics.child(metrics.breaker_state, name).set(_BREAKER_STATES.get(new, 0))
-        metrics.child(metrics.breaker_transitions, name, new).inc()
+        label = metrics.bounded(name)
+        metrics.child(metrics.breaker_state, label).set(_BREAKER_STATES.get(new, 0))
+        metrics.child(metrics.breaker_transitions, label, new).inc()
         level = logging.WARNING if new == "open" else logging.INFO
         log.log(level, "circuit breaker of %s: %s -> %s", name, old, new)
 

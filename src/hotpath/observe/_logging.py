@@ -1,0 +1,194 @@
+"""Structured logs on stdlib :mod:`logging`: a JSON-lines formatter, a text one,
+and :func:`configure_logging` for ``hotpath serve``.
+
+Both formatters stamp each record with the id of the request being served
+(:func:`~hotpath.observe.current_request_id`), so a line logged by any module
+while a request is served (the cache, traffic control, cost accounting) can be
+joined to the request's access line and its ``x-request-id``. Extras passed with
+``extra={...}`` become fields. Nothing here ever reads request headers or bodies:
+what a line says is what its caller put in it, and hotpath's callers never put
+keys, ``Authorization`` headers, prompts or answers there (docs/observability.md).
+
+The library itself never configures logging; ``hotpath serve`` does, and an
+application embedding the gateway can install the formatters on its own handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator
+from itertools import islice
+from typing import IO, Any, Literal
+
+import orjson
+
+from hotpath._errors import ConfigError
+from hotpath.observe._request import current_request_id
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "JsonFormatter",
+    "LogFormat",
+    "TextFormatter",
+    "check_log_format",
+    "check_log_level",
+    "configure_logging",
+]
+
+LogFormat = Literal["json", "text"]
+LOG_FORMATS: tuple[str, ...] = ("json", "text")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
+# A record with no extras has exactly the standard fields (taskName included on
+# 3.12+); more means extras to look for.
+_PLAIN_FIELDS = len(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+# What a LogRecord carries on its own: anything else on it came in ``extra``.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    # uvicorn adds a copy of its message with terminal colours
+    | {"message", "asctime", "taskName", "request_id", "color_message"}
+)
+
+
+class _Clock:
+    """ISO 8601 UTC timestamps with milliseconds; the seconds part is cached (a
+    busy gateway logs many lines a second)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
+
+def _extras(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    """The fields ``extra`` put on ``record``, in the order given. A record's own
+    attributes come first in its ``__dict__`` (``LogRecord.__init__`` sets them),
+    so only what follows them is looked at."""
+    for key, value in islice(record.__dict__.items(), _PLAIN_FIELDS, None):
+        if key not in _STANDARD and not key.startswith("_"):
+            yield key, value
+
+
+_PLAIN = re.compile(r"[^\s\"=]*")
+
+
+def _text(value: object) -> str:
+    """A value of a text line: as is if it has no space, quote or ``=``, else
+    quoted (a client's model name cannot forge a field or a line)."""
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return orjson.dumps(text).decode()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message``, ``request_id`` (when a request is being served), the record's
+    extras, and ``exc`` (the formatted traceback, one string) for an exception."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self._clock.iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id is not None:
+            out["request_id"] = request_id
+        if len(record.__dict__) > _PLAIN_FIELDS:
+            for key, value in _extras(record):
+                out.setdefault(key, value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(out, default=repr).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``2025-01-02T03:04:05.678Z INFO hotpath.access [request-id] message k=v ...``"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [self._clock.iso(record.created), record.levelname, record.name]
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id is not None:
+            parts.append(f"[{request_id}]")
+        parts.append(record.getMessage())
+        if len(record.__dict__) > _PLAIN_FIELDS:
+            parts.extend(f"{key}={_text(value)}" for key, value in _extras(record))
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class _HotpathHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure_logging` installs (so that calling it again
+    replaces it instead of adding a second one)."""
+
+
+def check_log_format(value: object, name: str = "server.log_format") -> LogFormat:
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{name} must be one of {LOG_FORMATS}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_log_level(value: object, name: str = "server.log_level") -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {LOG_LEVELS}, got {value!r}")
+    return value.lower()
+
+
+def configure_logging(
+    fmt: LogFormat = "text", level: str = "info", *, stream: IO[str] | None = None
+) -> logging.Handler:
+    """Send every log record at ``level`` or above to ``stream`` (stderr) in
+    ``fmt``: one handler on the root logger, which uvicorn's loggers propagate
+    to. Calling it again replaces the handler it installed. Returns the handler.
+
+    This is the process's logging set-up (``hotpath serve`` calls it): it also
+    tells :mod:`logging` not to look up the thread and process names of each
+    record, which neither format shows and which cost a third of an access line.
+    """
+    check_log_format(fmt, "log format")
+    level = check_log_level(level, "log level")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _HotpathHandler)]:
+        root.removeHandler(old)
+    handler = _HotpathHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    return handler

@@ -1,0 +1,82 @@
+"""Anomaly alerts in the gateway: a mock upstream whose latency steps up raises
+an alert (log, metric, webhook) within 30 s of simulated time, and nothing is
+raised while it is steady. The gateway's clock is a ManualClock: windows close
+when the test says so, the latencies themselves are real."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from gateway_support import chat_body, gateway_config, unique
+from hotpath import ManualClock
+from hotpath._background import BackgroundServer
+from hotpath.gateway import Gateway
+from hotpath.gateway._cost_config import CostConfig
+from hotpath.observe import ObserveConfig
+from hotpath.providers.mock import Latency, MockConfig, MockUpstream
+from test_gateway_cost import Hook
+
+PER_WINDOW = 12  # requests per 5 s window: above the detectors' minimum count
+
+
+def window(server: BackgroundServer, pool: ThreadPoolExecutor, ttft_ms: int) -> None:
+    headers = {"x-mock-ttft-ms": str(ttft_ms), "cache-control": "no-store"}
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=server.base, timeout=30) as http:
+            return http.post(
+                "/v1/chat/completions", json=chat_body(unique()), headers=headers
+            ).status_code
+
+    assert list(pool.map(one, range(PER_WINDOW))) == [200] * PER_WINDOW
+
+
+def test_a_latency_step_raises_an_alert_within_30_seconds(caplog: Any) -> None:
+    hook = Hook()
+    clock = ManualClock()
+    mock_config = MockConfig(
+        completion_tokens=2, tokens_per_second=10_000, ttft=Latency.constant(0.02)
+    )
+    try:
+        with MockUpstream(mock_config) as mock, ThreadPoolExecutor(6) as pool:
+            config = gateway_config(
+                mock.url,
+                cost=CostConfig(store="memory://"),
+                observe=ObserveConfig(alert_webhook=hook.url),
+            )
+            gateway = Gateway(config, clock=clock)
+            with BackgroundServer(gateway) as server:
+                monitor = gateway.state.anomalies.monitor
+                assert monitor is not None
+                for _ in range(30):  # 150 s of steady traffic: past the warm-up
+                    window(server, pool, 20)
+                    clock.advance(5.0)
+                    server.call(monitor.tick)
+                assert monitor.active() == []
+                steady_alerts = hook.received[:]
+                raised_after = None
+                for i in range(1, 13):  # the upstream gets 4x slower
+                    window(server, pool, 80)
+                    clock.advance(5.0)
+                    server.call(monitor.tick)
+                    if any(a.signal == "latency" for a in monitor.active()):
+                        raised_after = 5.0 * i
+                        break
+                text = httpx.get(f"{server.base}/metrics").text
+            events = hook.wait_for(1)
+    finally:
+        hook.close()
+    assert steady_alerts == []
+    assert raised_after is not None
+    assert raised_after <= 30.0
+    latency = [e for e in events if e["event"] == "anomaly.raised" and e["signal"] == "latency"]
+    assert latency
+    assert latency[0]["direction"] == "up"
+    assert latency[0]["value"] > latency[0]["baseline"]
+    assert {e["key"] for e in latency} <= {"model:gpt-4o-mini", "upstream:mock"}
+    assert 'hotpath_anomaly_active{key="upstream:mock",signal="latency"} 1.0' in text
+    assert "hotpath_anomaly_alerts_total" in text
+    assert any("anomaly: latency of" in r.getMessage() for r in caplog.records)
