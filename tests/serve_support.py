@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["free_port", "hotpath_serve", "wait_until_healthy"]
+__all__ = ["alive", "children", "free_port", "hotpath_serve", "wait_until_healthy"]
 
 
 def free_port() -> int:
@@ -24,9 +24,36 @@ def free_port() -> int:
         return port
 
 
+def children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 @contextlib.contextmanager
 def hotpath_serve(args: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m hotpath serve ARGS`` with stderr in ``log``; killed on the way out."""
+    """``python -m hotpath serve ARGS`` with stderr in ``log``; stopped on the way out
+    (SIGTERM, so that a master stops its workers; SIGKILL after 10 s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATH_")}
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -41,7 +68,11 @@ def hotpath_serve(args: list[str], cwd: Path, log: Path) -> Iterator[subprocess.
         yield proc
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(timeout=10)
 
 

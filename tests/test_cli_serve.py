@@ -30,7 +30,7 @@ from hotpath.gateway import (
 from hotpath.gateway._config_load import ENV_VARS
 from hotpath.gateway._cost_config import AdminConfig, CostConfig
 from hotpath.gateway._serve import describe
-from serve_support import free_port, hotpath_serve, wait_until_healthy
+from serve_support import alive, children, free_port, hotpath_serve, wait_until_healthy
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 ACCEPT_ALL = "no gateway keys configured: every client is accepted"
@@ -404,3 +404,33 @@ def test_hotpath_serve_process_answers_reports_an_unreachable_upstream_and_stops
     # usage is booked in the embedded default store
     assert not (tmp_path / ".hotpath" / "cache.db").exists()
     assert (tmp_path / ".hotpath" / "usage.db").exists()
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_master_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves a master no chance to stop its workers: they notice it is
+    gone and stop themselves, so none is left holding the port."""
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    args = ["--upstream", "http://127.0.0.1:9/v1", "--port", str(port), "--workers", "2"]
+    args += ["--cache-tiers", "memory://"]
+    with (
+        hotpath_serve(args, tmp_path, log) as proc,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client,
+    ):
+        wait_until_healthy(client, proc, log, time.monotonic() + 60)
+        deadline = time.monotonic() + 30
+        workers = children(proc.pid)
+        while len(workers) < 3 and time.monotonic() < deadline:  # 2 workers, 1 tracker
+            time.sleep(0.05)
+            workers = children(proc.pid)
+        assert len(workers) >= 2
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in workers if alive(pid)] == []
+        with pytest.raises(httpx.TransportError):
+            client.get("/healthz")
+    assert "the master process" in log.read_text()

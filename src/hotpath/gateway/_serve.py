@@ -4,7 +4,7 @@ Worker processes each build their own :class:`Gateway` from the same config (the
 config file path and flag overrides travel in ``HOTPATH_SERVE_ARGS``); they share
 the port (the server's master process binds it) and, when one is configured, the
 Redis tier. Prometheus values are summed across workers through
-``PROMETHEUS_MULTIPROC_DIR``.
+``PROMETHEUS_MULTIPROC_DIR``. A worker whose master is gone stops.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +33,7 @@ __all__ = ["app_from_env", "describe", "serve"]
 
 log = logging.getLogger("hotpath.gateway")
 _ARGS = "HOTPATH_SERVE_ARGS"
+_WATCH_MASTER = 1.0  # seconds between a worker's checks that its master lives
 
 
 def describe(config: GatewayConfig) -> list[str]:
@@ -105,10 +109,25 @@ def _describe_traffic(config: GatewayConfig) -> str:
 def app_from_env() -> Gateway:
     """A worker's app, from the arguments its master process left in the environment."""
     args = orjson.loads(os.environ[_ARGS])
+    _leave_with_master(os.getppid())
     config = load_config(args["path"], env=os.environ, overrides=args["overrides"])
     # A worker is a fresh interpreter: it sets up its own logging.
     configure_logging(config.log_format, config.log_level)
     return Gateway(config)
+
+
+def _leave_with_master(master: int) -> None:
+    """Stop this worker (gracefully, by SIGTERM to itself) once its master is gone:
+    a master killed with SIGKILL cannot stop its workers, and they would go on
+    holding the port with nothing to supervise them (gunicorn's workers do the same)."""
+
+    def watch() -> None:
+        while os.getppid() == master:
+            time.sleep(_WATCH_MASTER)
+        log.warning("the master process %d is gone: this worker stops", master)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-master", daemon=True).start()
 
 
 def serve(
