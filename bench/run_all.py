@@ -24,6 +24,9 @@ BENCHES = [
     ("bench.traffic_rate_speed", "traffic_rate_speed.md"),
     ("bench.traffic_path", "traffic_path.md"),
     ("bench.cost_path", "cost_path.md"),
+    ("bench.observe_path", "observe_path.md"),
+    ("bench.anomaly", "anomaly.md"),
+    ("bench.loadgen_standard", "loadgen.md"),
     ("bench.concurrency_sim", "concurrency_sim.md"),
 ]
 
