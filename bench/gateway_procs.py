@@ -9,15 +9,15 @@ project dependency.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from hotpath.loadgen._servers import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -109,16 +109,7 @@ class Server:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # The server is a session leader (start_new_session): its group is its workers.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
 
 
 def _spawn(

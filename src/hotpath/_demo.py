@@ -10,15 +10,14 @@ outside the temporary directory.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import tempfile
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from rich.console import Console
@@ -28,6 +27,7 @@ from rich.table import Table
 from hotpath._background import BackgroundServer
 from hotpath._demo_workload import MODEL, DemoConfig, PassResult, build_sessions, replay
 from hotpath._errors import ConfigError
+from hotpath._uvloop import run as run_on_uvloop
 from hotpath.cost import PriceTable, Usage
 from hotpath.gateway import CacheConfig, Gateway, GatewayConfig, ModelRoute, UpstreamConfig
 from hotpath.gateway._cost_config import CostConfig
@@ -43,7 +43,6 @@ __all__ = [
     "run_demo",
 ]
 
-T = TypeVar("T")
 _TIERS = (("memory", "memory"), ("sqlite", "SQLite"))
 _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -179,17 +178,6 @@ async def _scrape(base: str) -> GatewayCounters:
         return _counters(await resp.text())
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(coro)
-
-
 def _gateway_config(cfg: DemoConfig, upstream: str, directory: str) -> GatewayConfig:
     tiers = (
         f"memory://?max_entries={cfg.memory_entries}",
@@ -238,16 +226,16 @@ def run_demo(cfg: DemoConfig | None = None, console: Console | None = None) -> D
         first = progress.add_task("straight to upstream", total=cfg.calls)
         second = progress.add_task("through hotpath", total=cfg.calls, start=False)
         before = mock.stats().chat_requests
-        direct = _run(replay(mock.url, sessions, lambda _: progress.advance(first)))
+        direct = run_on_uvloop(replay(mock.url, sessions, lambda _: progress.advance(first)))
         direct_upstream = mock.stats().chat_requests - before
         with BackgroundServer(Gateway(_gateway_config(cfg, mock.url, tmp))) as server:
             progress.start_task(second)
             before = mock.stats().chat_requests
-            gateway = _run(
+            gateway = run_on_uvloop(
                 replay(f"{server.base}/v1", sessions, lambda _: progress.advance(second))
             )
             gateway_upstream = mock.stats().chat_requests - before
-            metrics = _run(_scrape(server.base))
+            metrics = run_on_uvloop(_scrape(server.base))
     failed = [o for o in (*direct.outcomes, *gateway.outcomes) if o.error is not None]
     report = DemoReport(
         config=cfg,

@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 
 from hotpath._errors import ConfigError
+from hotpath._reply import has_content, usage_of
 
 __all__ = ["Call", "DemoConfig", "Outcome", "PassResult", "build_sessions", "replay"]
 
@@ -173,22 +174,6 @@ def build_sessions(cfg: DemoConfig) -> list[list[Call]]:
     return [calls[s :: cfg.sessions] for s in range(cfg.sessions)]
 
 
-def _usage(data: object) -> tuple[int, int]:
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-
-
-def _has_content(chunk: object) -> bool:
-    choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    for choice in choices or ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
-            return True
-    return False
-
-
 async def _one(http: aiohttp.ClientSession, url: str, call: Call) -> Outcome:
     started = time.perf_counter()
     headers = {"content-type": "application/json", "authorization": "Bearer demo"}
@@ -204,12 +189,12 @@ async def _one(http: aiohttp.ClientSession, url: str, call: Call) -> Outcome:
                     if not line.startswith(b"data: {"):
                         continue
                     chunk = orjson.loads(line[6:])
-                    if ttft is None and _has_content(chunk):
+                    if ttft is None and has_content(chunk):
                         ttft = time.perf_counter() - started
                     if chunk.get("usage"):
-                        tokens = _usage(chunk)
+                        tokens = usage_of(chunk)
             else:
-                tokens = _usage(orjson.loads(await resp.read()))
+                tokens = usage_of(orjson.loads(await resp.read()))
             h = resp.headers
     except (aiohttp.ClientError, TimeoutError, RuntimeError, orjson.JSONDecodeError) as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -7,14 +7,14 @@ share the generator's CPU; each gets the same request sequence from the start
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
+from hotpath._uvloop import run as run_on_uvloop
 from hotpath.loadgen._client import HttpSender
 from hotpath.loadgen._config import LoadConfig, WorkloadConfig
 from hotpath.loadgen._histogram import require_hdrhistogram
@@ -25,8 +25,6 @@ from hotpath.loadgen._schedule import OpenSchedule, arrival_offsets
 from hotpath.loadgen._workload import make_workload
 
 __all__ = ["BenchReport", "Target", "machine", "measure", "run_bench"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,17 +138,6 @@ async def measure(
     )
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(coro)
-
-
 def run_bench(
     targets: Sequence[Target],
     load: LoadConfig,
@@ -167,7 +154,7 @@ def run_bench(
     for target in targets:
         if on_progress is not None:
             on_progress(f"{target.name} ({target.url}): {load.describe()}")
-        result = _run(measure(target, load, workload))
+        result = run_on_uvloop(measure(target, load, workload))
         if on_progress is not None:
             errors = sum(result.errors.values())
             on_progress(

@@ -24,6 +24,7 @@ from typing import Self
 import aiohttp
 import orjson
 
+from hotpath._reply import has_content, usage_of
 from hotpath.loadgen._workload import RequestSpec
 
 __all__ = ["HttpSender", "Outcome"]
@@ -45,22 +46,6 @@ class Outcome:
     coalesced: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-
-def _usage(data: object) -> tuple[int, int]:
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-
-
-def _has_content(chunk: object) -> bool:
-    choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    for choice in choices if isinstance(choices, list) else ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
-            return True
-    return False
 
 
 class _RequestFailedError(Exception):
@@ -129,7 +114,7 @@ class HttpSender:
                 if spec.stream:
                     first, tokens = await self._read_stream(resp)
                 else:
-                    tokens = _usage(orjson.loads(await resp.read()))
+                    tokens = usage_of(orjson.loads(await resp.read()))
                 h = resp.headers
                 cache, tier = h.get("x-hotpath-cache"), h.get("x-hotpath-cache-tier")
                 coalesced = h.get("x-hotpath-coalesced") == "true"
@@ -169,10 +154,10 @@ class HttpSender:
                 chunk = orjson.loads(line[6:])
                 if isinstance(chunk, dict) and chunk.get("error") is not None:
                     raise _RequestFailedError("stream error")
-                if first is None and _has_content(chunk):
+                if first is None and has_content(chunk):
                     first = self._clock()
                 if isinstance(chunk, dict) and chunk.get("usage"):
-                    tokens = _usage(chunk)
+                    tokens = usage_of(chunk)
         if not done:
             raise _RequestFailedError("truncated stream")
         return first, tokens

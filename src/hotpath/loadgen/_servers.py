@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ServerProcess", "free_port", "start_gateway", "start_mock"]
+__all__ = ["ServerProcess", "free_port", "start_gateway", "start_mock", "stop_group"]
 
 HOST = "127.0.0.1"
 
@@ -32,6 +32,21 @@ def free_port() -> int:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``proc``, a session leader (``start_new_session``), and its group (its
+    workers): SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def _status(port: int, path: str) -> int:
@@ -87,16 +102,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL after 10 s."""
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        stop_group(self.proc)
 
     def __enter__(self) -> Self:
         return self
