@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway_support import chat_body, gateway_config, unique
 from hotpath import ManualClock
 from hotpath._background import BackgroundServer
-from hotpath.gateway import Gateway, TrafficConfig
+from hotpath._errors import ConfigError
+from hotpath.gateway import Gateway, TrafficConfig, load_config
 from hotpath.gateway._cost_config import CostConfig
 from hotpath.observe import ObserveConfig
 from hotpath.providers.mock import Latency, MockConfig, MockUpstream
@@ -116,3 +119,34 @@ def test_an_error_burst_raises_an_alert_within_30_seconds() -> None:
     assert raised_after is not None
     assert raised_after <= 30.0
     assert 'hotpath_anomaly_active{key="upstream:mock",signal="error_rate"} 1.0' in text
+
+
+def test_observe_table_turns_the_detectors_off_and_names_the_webhook(tmp_path: Path) -> None:
+    path = tmp_path / "hotpath.toml"
+    path.write_text(
+        '[observe]\nanomalies = false\nalert_webhook = "https://hooks.example/alerts"\n'
+    )
+    config = load_config(path, env={})
+    assert config.observe.anomalies is False
+    assert config.observe.alert_webhook == "https://hooks.example/alerts"
+    assert Gateway(config).state.anomalies.monitor is None
+    assert Gateway(load_config(None, env={})).state.anomalies.monitor is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('anomalies = "yes"', "observe.anomalies must be true or false, got 'yes'"),
+        (
+            'alert_webhook = "ftp://hooks.example/x"',
+            "observe.alert_webhook must be an http(s) URL, got 'ftp://hooks.example/x'",
+        ),
+        ("alarms = true", "alarms"),
+    ],
+)
+def test_bad_observe_values_name_the_key(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "hotpath.toml"
+    path.write_text(f"[observe]\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert message in str(info.value)
