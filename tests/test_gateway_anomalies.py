@@ -150,3 +150,26 @@ def test_bad_observe_values_name_the_key(tmp_path: Path, line: str, message: str
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert message in str(info.value)
+
+
+def test_embeddings_tries_feed_their_model_and_the_upstream_s_errors() -> None:
+    clock = ManualClock()
+    with MockUpstream(MockConfig()) as mock:
+        gateway = Gateway(gateway_config(mock.url), clock=clock)
+        with BackgroundServer(gateway) as server, httpx.Client(base_url=server.base) as http:
+            for i in range(PER_WINDOW):
+                response = http.post(
+                    "/v1/embeddings",
+                    json={"model": "text-embedding-3-small", "input": f"text {unique()} {i}"},
+                )
+                assert response.status_code == 200
+            monitor = gateway.state.anomalies.monitor
+            assert monitor is not None
+            clock.advance(5.0)
+            server.call(monitor.tick)
+            model = "model:text-embedding-3-small"
+            assert monitor.detector("latency", model) is not None
+            assert monitor.detector("error_rate", model) is not None
+            assert monitor.detector("error_rate", "upstream:mock") is not None
+            # an embedding's latency would blur the upstream's chat latency series
+            assert monitor.detector("latency", "upstream:mock") is None

@@ -74,6 +74,19 @@ class GatewayAnomalies:
             if not error:
                 monitor.observe_latency(key, seconds)
 
+    def embeddings(self, model: str, upstream: str, seconds: float, *, error: bool) -> None:
+        """One upstream try of an embeddings ``model``: its latency counts for the
+        model only (on the upstream's series it would mix two distributions, and a
+        change in the mix would read as a shift); whether it failed, for both."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        key = f"model:{model}"
+        monitor.observe_outcome(key, error=error)
+        monitor.observe_outcome(f"upstream:{upstream}", error=error)
+        if not error:
+            monitor.observe_latency(key, seconds)
+
     def cache(self, model: str, *, hit: bool) -> None:
         if self.monitor is not None:
             self.monitor.observe_cache(f"model:{model}", hit=hit)

@@ -90,14 +90,17 @@ async def _fetch(
         except Exception as exc:
             metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
             log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
+            state.anomalies.embeddings(
+                ctx.model, route.provider.name, time.perf_counter() - started, error=True
+            )
             raise
         finally:
             if info is not None:
                 info.upstream_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
         metrics.child(metrics.upstream, route.provider.name, _ROUTE, "ok").inc()
-        metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(
-            time.perf_counter() - started
-        )
+        metrics.child(metrics.upstream_latency, route.provider.name, _ROUTE).observe(elapsed)
+        state.anomalies.embeddings(ctx.model, route.provider.name, elapsed, error=False)
         return data
 
     try:
