@@ -33,6 +33,7 @@ test: install lint
 
 bench: install
 	bash scripts/ensure-redis-server
+	bash scripts/ensure-wrk
 	$(PY) -m bench.run_all
 
 clean:
