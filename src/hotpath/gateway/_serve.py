@@ -109,7 +109,9 @@ def _describe_traffic(config: GatewayConfig) -> str:
 def app_from_env() -> Gateway:
     """A worker's app, from the arguments its master process left in the environment."""
     args = orjson.loads(os.environ[_ARGS])
-    _leave_with_master(os.getppid())
+    # The master's pid from the master itself: one killed while this worker was
+    # still starting has already left it to init, so getppid() would not do.
+    _leave_with_master(int(args.get("master") or os.getppid()))
     config = load_config(args["path"], env=os.environ, overrides=args["overrides"])
     # A worker is a fresh interpreter: it sets up its own logging.
     configure_logging(config.log_format, config.log_level)
@@ -166,7 +168,9 @@ def serve(
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="hotpath-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ[_ARGS] = orjson.dumps({"path": path, "overrides": dict(overrides)}).decode()
+    os.environ[_ARGS] = orjson.dumps(
+        {"path": path, "overrides": dict(overrides), "master": os.getpid()}
+    ).decode()
     try:
         uvicorn.run(
             "hotpath.gateway._serve:app_from_env",
