@@ -28,6 +28,7 @@ from hotpath.gateway import (
     UpstreamConfig,
     hash_key,
 )
+from hotpath.gateway._cost_config import CostConfig
 from hotpath.providers.mock import MockConfig, MockUpstream
 from hotpath.traffic._breaker import BreakerConfig
 from hotpath.traffic._retry import RetryPolicy
@@ -185,6 +186,7 @@ def test_failed_deployment_is_retried_on_another(
         upstreams=two_upstreams(bad_mock, ok_mock),
         models={"*": route},
         cache=gateway_config(ok_mock.url).cache,
+        cost=CostConfig(store="memory://"),  # no usage file in the working directory
     )
     with serve(config) as server:
         response = post(server, chat_body(unique()))
@@ -223,6 +225,7 @@ def test_429_with_retry_after_holds_the_deployment_and_uses_another(
             upstreams=two_upstreams(throttled, ok_mock),
             models={"*": route},
             cache=gateway_config(ok_mock.url).cache,
+            cost=CostConfig(store="memory://"),  # no usage file in the working directory
         )
         with serve(config) as server:
             first = post(server, chat_body(unique()))
@@ -266,6 +269,7 @@ def breaker_config(bad: MockUpstream, good: MockUpstream, **traffic: Any) -> Gat
         upstreams=two_upstreams(bad, good),
         models=models,
         cache=gateway_config(good.url).cache,
+        cost=CostConfig(store="memory://"),  # no usage file in the working directory
         traffic=TrafficConfig(breaker=breaker, retry=NO_RETRY, **traffic),
     )
 
@@ -325,6 +329,7 @@ def test_unreachable_upstream_falls_back(ok_mock: MockUpstream) -> None:
         ),
         models=models,
         cache=gateway_config(ok_mock.url).cache,
+        cost=CostConfig(store="memory://"),  # no usage file in the working directory
         traffic=TrafficConfig(retry=RetryPolicy(attempts=2, base_delay=0.01)),
     )
     with serve(config) as server:

@@ -30,6 +30,7 @@ from hotpath.gateway import (
     UpstreamConfig,
     load_config,
 )
+from hotpath.gateway._cost_config import CostConfig
 from hotpath.observe import ObserveConfig, load_tracer
 from hotpath.providers.mock import MockConfig, MockUpstream
 from hotpath.traffic._retry import RetryPolicy
@@ -165,6 +166,7 @@ def test_a_retried_call_has_a_span_per_try(tmp_path: Path) -> None:
             },
             traffic=TrafficConfig(retry=RetryPolicy(attempts=2, base_delay=0.001)),
             cache=gateway_config(good.url).cache,
+            cost=CostConfig(store="memory://"),  # no usage file in the working directory
             observe=TRACED,
         )
         with BackgroundServer(Gateway(config)) as server:
@@ -275,7 +277,7 @@ def test_tracing_is_off_by_default_and_then_sends_no_traceparent(mock: MockUpstr
     assert "traceparent" not in mock.requests[0].headers
 
 
-def test_with_tracing_off_nothing_of_opentelemetry_is_imported() -> None:
+def test_with_tracing_off_nothing_of_opentelemetry_is_imported(tmp_path: Path) -> None:
     """In a fresh interpreter where every OpenTelemetry import fails (and is
     recorded with the module that tried it), a gateway with tracing off starts and
     answers, and no hotpath module tried. (redis-py tries on its own when
@@ -322,7 +324,12 @@ assert not ours, ours
 print("clean")
 """
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,  # the gateway's default usage file goes there
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clean"
