@@ -6,6 +6,7 @@ record path (tests/test_logging.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -18,6 +19,8 @@ import orjson
 import pytest
 
 from gateway_support import chat_body, gateway_config, running_gateway, unique
+from hotpath.gateway import Gateway, GatewayConfig
+from hotpath.gateway._cost_config import CostConfig
 from hotpath.observe import JsonFormatter, TextFormatter, configure_logging
 from hotpath.observe._logging import _HotpathHandler, fast_line_writer
 from hotpath.providers.mock import MockUpstream
@@ -151,8 +154,6 @@ def test_waiting_lines_go_out_whole_in_writes_under_pipe_buf() -> None:
         for line in lines:
             handler.emit_line(line)
 
-    import asyncio
-
     stream.sizes.clear()
     stream.seek(0)
     stream.truncate()
@@ -165,8 +166,6 @@ def test_waiting_lines_go_out_whole_in_writes_under_pipe_buf() -> None:
 
 
 def test_a_record_first_writes_the_lines_waiting() -> None:
-    import asyncio
-
     stream = io.StringIO()
     handler = configure("json", stream)
 
@@ -214,3 +213,18 @@ def test_a_served_gateway_writes_its_access_lines_in_order(mock: MockUpstream) -
     failed_lines = [r["logger"] for r in records if r.get("request_id") == "req-failed"]
     assert failed_lines[-1] == "hotpath.access"
     assert "hotpath.gateway" in failed_lines[:-1]  # the warning came first, in order
+
+
+def test_a_stopping_gateway_writes_the_lines_still_waiting() -> None:
+    stream = io.StringIO()
+    handler = configure("json", stream)
+
+    async def run() -> None:
+        gateway = Gateway(GatewayConfig(cost=CostConfig(store="memory://")))
+        await gateway.start()
+        handler.emit_line('{"n": 1}')  # waits for its batch
+        assert stream.getvalue() == ""
+        await gateway.aclose()
+        assert stream.getvalue() == '{"n": 1}\n'
+
+    asyncio.run(run())

@@ -41,7 +41,7 @@ from hotpath.gateway._dashboard import DashboardSampler
 from hotpath.gateway._embeddings import embeddings
 from hotpath.gateway._metrics import GatewayMetrics, scraped_samples
 from hotpath.gateway._state import State
-from hotpath.observe._logging import fast_line_writer
+from hotpath.observe._logging import fast_line_writer, flush_lines
 from hotpath.observe._request import (
     RequestInfo,
     bind_request,
@@ -169,6 +169,7 @@ class Gateway:
             await self.state.shared.aclose()
         for provider in self.state.providers.values():
             await provider.aclose()
+        flush_lines()  # the last access lines, before the loop that would time them goes
         if self.state.cache is not None and self._own_cache:
             await self.state.cache.aclose()
         self._started = False

@@ -39,6 +39,7 @@ __all__ = [
     "check_log_level",
     "configure_logging",
     "fast_line_writer",
+    "flush_lines",
 ]
 
 LogFormat = Literal["json", "text"]
@@ -311,6 +312,13 @@ def fast_line_writer(logger: logging.Logger, level: int) -> _HotpathHandler | No
 
 
 _installed: _HotpathHandler | None = None
+
+
+def flush_lines() -> None:
+    """Write the lines waiting in the handler :func:`configure_logging` installed
+    (a gateway stopping calls this; so does ``logging.shutdown`` at exit)."""
+    if _installed is not None:
+        _installed.flush()
 
 
 def check_log_format(value: object, name: str = "server.log_format") -> LogFormat:
