@@ -4,10 +4,18 @@ option and showing the value received. Shared by the cache and the gateway."""
 from __future__ import annotations
 
 import math
+from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
 
-__all__ = ["check_count", "check_non_negative", "check_positive", "check_text"]
+__all__ = [
+    "check_bool",
+    "check_count",
+    "check_http_url",
+    "check_non_negative",
+    "check_positive",
+    "check_text",
+]
 
 
 def check_positive(value: object, name: str) -> float:
@@ -44,3 +52,19 @@ def check_text(value: object, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` as a bool (``true`` or ``false`` in TOML; no 0/1, no strings)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def check_http_url(value: object, name: str) -> str:
+    """``value`` as an absolute http(s) URL."""
+    url = check_text(value, name)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url

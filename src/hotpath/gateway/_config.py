@@ -13,10 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
-from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
-from hotpath._options import check_count, check_non_negative, check_positive, check_text
+from hotpath._options import (
+    check_bool,
+    check_count,
+    check_http_url,
+    check_non_negative,
+    check_positive,
+    check_text,
+)
 from hotpath.gateway._cost_config import AdminConfig, CostConfig, SelectConfig
 from hotpath.gateway._traffic_config import TrafficConfig
 from hotpath.observe._config import ObserveConfig
@@ -76,10 +82,7 @@ class UpstreamConfig:
     def __post_init__(self) -> None:
         check_text(self.name, "upstream name")
         where = f"upstreams.{self.name}"
-        url = check_text(self.base_url, f"{where}.base_url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{where}.base_url must be an http(s) URL, got {url!r}")
+        check_http_url(self.base_url, f"{where}.base_url")
         if self.kind not in _KINDS:
             raise ConfigError(f"{where}.kind must be one of {_KINDS}, got {self.kind!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
@@ -233,9 +236,7 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         for name in ("enabled", "cache_sampled", "share_across_tenants"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ConfigError(f"cache.{name} must be true or false, got {value!r}")
+            check_bool(getattr(self, name), f"cache.{name}")
         if not isinstance(self.tiers, tuple) or not all(isinstance(t, str) for t in self.tiers):
             raise ConfigError(f"cache.tiers must be a list of tier URLs, got {self.tiers!r}")
         if self.enabled and not self.tiers:
@@ -304,10 +305,7 @@ class GatewayConfig:
         check_log_format(self.log_format)
         object.__setattr__(self, "log_level", check_log_level(self.log_level))
         for name in ("access_log", "log_content"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"server.{name} must be true or false, got {getattr(self, name)!r}"
-                )
+            check_bool(getattr(self, name), f"server.{name}")
         if not isinstance(self.observe, ObserveConfig):
             raise ConfigError(f"observe must be a table, got {self.observe!r}")
         check_count(self.port, "server.port", 0)

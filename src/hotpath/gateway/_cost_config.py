@@ -8,10 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
-from hotpath._options import check_count, check_non_negative, check_positive, check_text
+from hotpath._options import (
+    check_bool,
+    check_count,
+    check_http_url,
+    check_non_negative,
+    check_positive,
+    check_text,
+)
 from hotpath.cache._redis_url import redact
 from hotpath.cost._budget import BudgetRule
 from hotpath.cost._select import Weights
@@ -61,8 +67,7 @@ class CostConfig:
     alert_webhook: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ConfigError(f"cost.enabled must be true or false, got {self.enabled!r}")
+        check_bool(self.enabled, "cost.enabled")
         _check_store(self.store, "cost.store")
         _check_store(self.budget_store, "cost.budget_store")
         check_positive(self.flush_interval, "cost.flush_interval")
@@ -73,11 +78,7 @@ class CostConfig:
                 f"cost.on_redis_error must be 'open' or 'closed', got {self.on_redis_error!r}"
             )
         if self.alert_webhook is not None:
-            parts = urlsplit(check_text(self.alert_webhook, "cost.alert_webhook"))
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(
-                    f"cost.alert_webhook must be an http(s) URL, got {self.alert_webhook!r}"
-                )
+            check_http_url(self.alert_webhook, "cost.alert_webhook")
         if not isinstance(self.budgets, tuple) or not all(
             isinstance(b, BudgetRule) for b in self.budgets
         ):

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hotpath._errors import ConfigError
+from hotpath._options import check_bool
 from hotpath.gateway._traffic_config import ConcurrencyConfig, LimitRule, TrafficConfig
 from hotpath.traffic._breaker import BreakerConfig
 from hotpath.traffic._retry import RetryPolicy
@@ -115,9 +116,7 @@ def traffic_from_document(doc: object) -> TrafficConfig:
         values["concurrency"] = _make(ConcurrencyConfig, "traffic.concurrency", table)
     if "breaker" in top:
         table = _checked("traffic.breaker", top["breaker"], _fields(BreakerConfig) | {"enabled"})
-        enabled = table.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"traffic.breaker.enabled must be true or false, got {enabled!r}")
+        enabled = check_bool(table.pop("enabled", True), "traffic.breaker.enabled")
         values["breaker"] = (
             _make(BreakerConfig, "traffic.breaker", table, "BreakerConfig.") if enabled else None
         )

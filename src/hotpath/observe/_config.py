@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError
-from hotpath._options import check_non_negative, check_text
+from hotpath._options import check_bool, check_http_url, check_non_negative, check_text
 
 __all__ = ["EXPORTERS", "ObserveConfig"]
 
@@ -42,23 +41,15 @@ class ObserveConfig:
     alert_webhook: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tracing, bool):
-            raise ConfigError(f"observe.tracing must be true or false, got {self.tracing!r}")
+        check_bool(self.tracing, "observe.tracing")
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"observe.exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if self.endpoint is not None:
-            parts = urlsplit(check_text(self.endpoint, "observe.endpoint"))
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(f"observe.endpoint must be an http(s) URL, got {self.endpoint!r}")
+            check_http_url(self.endpoint, "observe.endpoint")
         check_text(self.service_name, "observe.service_name")
-        if not isinstance(self.anomalies, bool):
-            raise ConfigError(f"observe.anomalies must be true or false, got {self.anomalies!r}")
+        check_bool(self.anomalies, "observe.anomalies")
         if self.alert_webhook is not None:
-            hook = urlsplit(check_text(self.alert_webhook, "observe.alert_webhook"))
-            if hook.scheme not in ("http", "https") or not hook.netloc:
-                raise ConfigError(
-                    f"observe.alert_webhook must be an http(s) URL, got {self.alert_webhook!r}"
-                )
+            check_http_url(self.alert_webhook, "observe.alert_webhook")
         ratio = check_non_negative(self.sample_ratio, "observe.sample_ratio")
         if ratio > 1:
             raise ConfigError(f"observe.sample_ratio must be in [0, 1], got {self.sample_ratio!r}")
