@@ -521,13 +521,8 @@ async def _attempt(
     tracer = info.tracer if info is not None else None
     if tracer is None:
         return await _try(state, call, flight, route, headers)
-    attributes = {
-        "hotpath.deployment": route.name,
-        "hotpath.upstream": route.provider.name,
-        "gen_ai.request.model": route.deployment,
-        "hotpath.attempt": call.ctx.attempts,
-        "hotpath.stream": flight.stream,
-    }
+    attributes = route.span_attributes(call.ctx.attempts)
+    attributes["hotpath.stream"] = flight.stream
     with tracer.span("upstream attempt", attributes, client=True) as span:
         try:
             result = await _try(state, call, flight, route, tracer.inject(headers))

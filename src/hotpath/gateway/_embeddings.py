@@ -77,12 +77,7 @@ async def _fetch(
             if tracer is None:
                 data = await route.provider.embeddings(payload, route.deployment, forwarded)
             else:
-                attributes = {
-                    "hotpath.deployment": route.name,
-                    "hotpath.upstream": route.provider.name,
-                    "gen_ai.request.model": route.deployment,
-                    "hotpath.attempt": ctx.attempts,
-                }
+                attributes = route.span_attributes(ctx.attempts)
                 with tracer.span("upstream attempt", attributes, client=True):
                     data = await route.provider.embeddings(
                         payload, route.deployment, tracer.inject(forwarded)

@@ -43,6 +43,15 @@ class Route:
     def identity(self) -> str:
         return f"{self.provider.kind}:{self.deployment}"
 
+    def span_attributes(self, attempt: int) -> dict[str, object]:
+        """The attributes of an ``upstream attempt`` span on this deployment."""
+        return {
+            "hotpath.deployment": self.name,
+            "hotpath.upstream": self.provider.name,
+            "gen_ai.request.model": self.deployment,
+            "hotpath.attempt": attempt,
+        }
+
 
 Target = Route
 
