@@ -99,7 +99,7 @@ class Gateway:
         self.dashboard = DashboardSampler(self.state)
         state = self.state
         self.state.metrics.watch(
-            lambda: scraped_samples(state.cache, state.traffic._limiters, state.metrics.bounded)
+            lambda: scraped_samples(state.cache, state.traffic.limiters, state.metrics.bounded)
         )
         self._kinds: dict[Handler, str] = {chat_completions: "chat", embeddings: "embeddings"}
         self._publisher: asyncio.Task[None] | None = None

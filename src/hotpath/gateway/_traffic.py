@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from hotpath._clock import Clock
@@ -150,6 +150,11 @@ class Traffic:
         metrics.child(metrics.breaker_transitions, label, new).inc()
         level = logging.WARNING if new == "open" else logging.INFO
         log.log(level, "circuit breaker of %s: %s -> %s", name, old, new)
+
+    @property
+    def limiters(self) -> Mapping[str, ConcurrencyLimiter]:
+        """The concurrency limiters made so far, by deployment name."""
+        return self._limiters
 
     def concurrency(self, name: str) -> ConcurrencyLimiter | None:
         settings = self.config.concurrency
