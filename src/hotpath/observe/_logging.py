@@ -96,14 +96,30 @@ def _text(value: object) -> str:
     return orjson.dumps(text).decode()
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts`` (ISO 8601, UTC), ``level``, ``logger``,
-    ``message``, ``request_id`` (when a request is being served), the record's
-    extras, and ``exc`` (the formatted traceback, one string) for an exception."""
+class _LineFormatter(logging.Formatter):
+    """A formatter whose line is made by :meth:`line` from plain values, so that
+    the access lines' fast path (which has no record) makes the same line."""
 
     def __init__(self) -> None:
         super().__init__()
         self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = dict(_extras(record)) if len(record.__dict__) > _PLAIN_FIELDS else {}
+        if record.exc_info:
+            exc: str | None = self.formatException(record.exc_info)
+        else:
+            exc = record.exc_text or None
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None) or current_request_id(),
+            fields,
+            exc=exc,
+            stack=self.formatStack(record.stack_info) if record.stack_info else None,
+        )
 
     def line(
         self,
@@ -113,9 +129,32 @@ class JsonFormatter(logging.Formatter):
         message: str,
         request_id: str | None,
         fields: Mapping[str, object],
+        *,
+        exc: str | None = None,
+        stack: str | None = None,
     ) -> str:
-        """The line of a record without exception or stack: what :meth:`format`
-        writes for one, and the access line's fast path."""
+        """The line of a record made at ``created`` (``time.time()``) with these
+        values, ``fields`` being its extras."""
+        raise NotImplementedError
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: ``ts`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message``, ``request_id`` (when a request is being served), the record's
+    extras, and ``exc`` (the formatted traceback, one string) for an exception."""
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        request_id: str | None,
+        fields: Mapping[str, object],
+        *,
+        exc: str | None = None,
+        stack: str | None = None,
+    ) -> str:
         out: dict[str, Any] = {
             "ts": self._clock.iso(created),
             "level": level,
@@ -126,36 +165,15 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = request_id
         for key, value in fields.items():
             out.setdefault(key, value)
-        return orjson.dumps(out, default=repr).decode()
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": self._clock.iso(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or current_request_id()
-        if request_id is not None:
-            out["request_id"] = request_id
-        if len(record.__dict__) > _PLAIN_FIELDS:
-            for key, value in _extras(record):
-                out.setdefault(key, value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            out["exc"] = record.exc_text
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
+        if exc is not None:
+            out["exc"] = exc
+        if stack is not None:
+            out["stack"] = stack
         return orjson.dumps(out, default=repr).decode()
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """``2025-01-02T03:04:05.678Z INFO hotpath.access [request-id] message k=v ...``"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._clock = _Clock()
 
     def line(
         self,
@@ -165,28 +183,20 @@ class TextFormatter(logging.Formatter):
         message: str,
         request_id: str | None,
         fields: Mapping[str, object],
+        *,
+        exc: str | None = None,
+        stack: str | None = None,
     ) -> str:
-        """As :meth:`JsonFormatter.line`."""
         parts = [self._clock.iso(created), level, logger]
         if request_id is not None:
             parts.append(f"[{request_id}]")
         parts.append(message)
         parts.extend(f"{key}={_text(value)}" for key, value in fields.items())
-        return " ".join(parts)
-
-    def format(self, record: logging.LogRecord) -> str:
-        parts = [self._clock.iso(record.created), record.levelname, record.name]
-        request_id = getattr(record, "request_id", None) or current_request_id()
-        if request_id is not None:
-            parts.append(f"[{request_id}]")
-        parts.append(record.getMessage())
-        if len(record.__dict__) > _PLAIN_FIELDS:
-            parts.extend(f"{key}={_text(value)}" for key, value in _extras(record))
         line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
+        if exc is not None:
+            line += "\n" + exc
+        if stack is not None:
+            line += "\n" + stack
         return line
 
 
@@ -220,7 +230,7 @@ class _HotpathHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Write, soon, the line a record of ``logger`` at ``level`` with ``message``
         and ``fields`` as extras would make (no exception, no stack)."""
         formatter = self.formatter
-        assert isinstance(formatter, (JsonFormatter, TextFormatter))  # fast_line_writer's check
+        assert isinstance(formatter, _LineFormatter)  # fast_line_writer's check
         name = logging.getLevelName(level)
         self.emit_line(formatter.line(time.time(), name, logger, message, request_id, fields))
 
@@ -306,7 +316,7 @@ def fast_line_writer(logger: logging.Logger, level: int) -> _HotpathHandler | No
         return None
     if handler.filters or level < handler.level or logger.parent is not root:
         return None
-    if not isinstance(handler.formatter, (JsonFormatter, TextFormatter)):
+    if not isinstance(handler.formatter, _LineFormatter):
         return None
     return handler
 
