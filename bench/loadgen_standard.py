@@ -78,21 +78,25 @@ def _scenario_table(results: list[TargetResult]) -> list[str]:
         hit = "-" if r.hit_rate is None else f"{r.hit_rate:.0%}"
         errors = sum(r.errors.values())
         err = f"{errors:,}" + (f" ({', '.join(r.errors)})" if errors else "")
-        lat = r.latency
+        lat, base_lat = r.latency, base.latency
+        timing = (
+            [ms(lat.p50), ms(lat.p90), ms(lat.p99), ms(lat.p999), ms(lat.max)] if lat else ["-"] * 5
+        )
+        if r is base:
+            ratios = ["baseline", "baseline"]
+        elif lat is None or base_lat is None:
+            ratios = ["-", "-"]  # a target that answered nothing
+        else:
+            ratios = [f"{lat.p50 / base_lat.p50:.2f}x", f"{lat.p99 / base_lat.p99:.2f}x"]
         cells = [
             r.name,
             f"{r.throughput:,.0f}",
-            ms(lat.p50),
-            ms(lat.p90),
-            ms(lat.p99),
-            ms(lat.p999),
-            ms(lat.max),
+            *timing,
             ttft,
             ms(r.lag.p99) if r.lag else "-",
             hit,
             err,
-            "baseline" if r is base else f"{lat.p50 / base.latency.p50:.2f}x",
-            "baseline" if r is base else f"{lat.p99 / base.latency.p99:.2f}x",
+            *ratios,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -122,9 +126,10 @@ def _ceiling(st: Settings, fast: Server) -> list[str]:
         else:
             what, offered, keep = "closed, 64", "-", True
         lag = ms(r.lag.p99) if r.lag else "-"
+        p50, p99 = (ms(r.latency.p50), ms(r.latency.p99)) if r.latency else ("-", "-")
         lines.append(
-            f"| {what} | {offered} | {r.throughput:,.0f} | {ms(r.latency.p50)} | "
-            f"{ms(r.latency.p99)} | {lag} | {per_req:,.0f} | {'yes' if keep else 'no'} |"
+            f"| {what} | {offered} | {r.throughput:,.0f} | {p50} | {p99} | {lag} | "
+            f"{per_req:,.0f} | {'yes' if keep else 'no'} |"
         )
         print(lines[-1], flush=True)
     return lines
@@ -160,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         servers: list[Server] = []
         try:
-            fast, slow = start_mock(tmp, 0), start_mock(tmp, 20)
-            servers += [fast, slow]
+            fast = start_mock(tmp, 0)
+            servers.append(fast)
+            slow = start_mock(tmp, 20)
+            servers.append(slow)
             gateway = start_hotpath(tmp, 1, fast, slow)
             servers.append(gateway)
             targets = [

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from hotpath.loadgen._bench import machine
 
 __all__ = ["Figure", "machine", "time_async", "time_sync"]
 
@@ -59,21 +59,3 @@ async def time_async(
             await fn()
         per_op.append((time.perf_counter_ns() - t0) / batch)
     return _summarize(per_op)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        cores = "?"
-    system = f"{platform.system()} {platform.machine()}"
-    return f"{cpu}, {cores} cores, Python {platform.python_version()}, {system}"

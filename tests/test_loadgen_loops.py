@@ -113,11 +113,10 @@ async def test_open_loop_keeps_the_schedule_through_a_stall_and_times_from_inten
     recorder = Recorder(0.0, 0.0)
     for shot in shots:
         recorder(shot)
-    result = recorder.result(
-        name="t", url="u", load="l", workload="w", open_loop=True, duration=2.0
-    )
+    result = recorder.result(name="t", url="u", load="l", workload="w", open_loop=True)
     assert result.lag is not None
     assert result.lag.max == pytest.approx(0.305)
+    assert result.latency is not None
     assert result.latency.max == pytest.approx(0.315)
     assert result.offered_rate == pytest.approx(100.0)
     assert [s.sent for s in result.series[:2]] == [100, 100]
@@ -217,3 +216,35 @@ async def test_closed_loop_runs_for_its_duration_after_the_warmup() -> None:
         assert shot.measured == (shot.intended >= 0.1)
     assert any(not s.measured for s in shots)
     assert clock.t >= 0.6
+
+
+def _shot(index: int, intended: float, outcome: Outcome) -> Shot:
+    spec = RequestSpec(b"{}", stream=False, key="k", meaning="k")
+    return Shot(index, intended, intended, spec, outcome)
+
+
+def test_a_timed_out_request_does_not_stretch_the_throughput_window() -> None:
+    recorder = Recorder(0.0, 0.0)
+    for i in range(100):  # 100 answers in the first second, each 10 ms
+        recorder(_shot(i, i / 100, Outcome(end=i / 100 + 0.01)))
+    recorder(_shot(100, 0.5, Outcome(end=60.5, error="timeout")))
+    result = recorder.result(name="t", url="u", load="l", workload="w", open_loop=True)
+    assert result.throughput == pytest.approx(100 / 1.0)
+    assert result.errors == {"timeout": 1}
+
+
+def test_offered_rate_of_a_schedule_cut_short_by_its_request_limit() -> None:
+    recorder = Recorder(0.0, 0.0)
+    for i in range(100):  # 200/s for half a second, then the limit
+        recorder(_shot(i, i / 200, Outcome(end=i / 200 + 0.001)))
+    result = recorder.result(name="t", url="u", load="l", workload="w", open_loop=True)
+    assert result.offered_rate == pytest.approx(200.0)
+
+
+def test_a_target_that_answered_nothing_has_no_latency() -> None:
+    recorder = Recorder(0.0, 0.0)
+    for i in range(10):
+        recorder(_shot(i, i / 10, Outcome(end=i / 10 + 0.001, status=401, error="HTTP 401")))
+    result = recorder.result(name="t", url="u", load="l", workload="w", open_loop=False)
+    assert result.latency is None
+    assert result.ok == 0

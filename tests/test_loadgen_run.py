@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import hotpath.loadgen
+from hotpath._reply import usage_of
 from hotpath.cli import main
 from hotpath.loadgen import LoadConfig, Target, WorkloadConfig, run_bench
 from hotpath.providers.mock import MockConfig, MockUpstream
@@ -50,6 +51,7 @@ def test_errors_are_counted_by_kind_from_the_mocks_faults() -> None:
     assert result.errors["HTTP 500"] > result.errors["HTTP 429"]
     assert sum(result.errors.values()) == stats.faults_injected
     assert result.ok == 400 - stats.faults_injected
+    assert result.latency is not None
     assert result.latency.count == result.ok
     assert result.cache == {}  # no x-hotpath-cache from the mock
     doc = result.to_dict()
@@ -135,3 +137,9 @@ def test_connection_failures_are_errors_not_crashes() -> None:
         WorkloadConfig(),
     )
     assert report.results[0].errors == {"connect": 5}
+
+
+def test_a_usage_field_of_the_wrong_type_reads_as_no_usage() -> None:
+    assert usage_of({"usage": {"prompt_tokens": "12", "completion_tokens": [1]}}) == (0, 0)
+    assert usage_of({"usage": {"input_tokens": 7, "output_tokens": 3}}) == (7, 3)
+    assert usage_of({"usage": None}) == (0, 0)

@@ -4,15 +4,16 @@ missing or of the wrong type reads as nothing."""
 
 from __future__ import annotations
 
+from hotpath.cost._usage import Usage
+
 __all__ = ["has_content", "usage_of"]
 
 
 def usage_of(data: object) -> tuple[int, int]:
-    """``(prompt_tokens, completion_tokens)`` of an answer or a stream's last chunk."""
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    """``(prompt_tokens, completion_tokens)`` of an answer or a stream's last chunk,
+    read as the gateway reads usage (:meth:`Usage.from_openai`)."""
+    usage = Usage.from_openai(data.get("usage") if isinstance(data, dict) else None)
+    return (0, 0) if usage is None else (usage.prompt_tokens, usage.completion_tokens)
 
 
 def has_content(chunk: object) -> bool:

@@ -9,9 +9,11 @@ the prompt grows turn by turn. The last call asks for the answer
 popular task is run again by other sessions, turn for turn.
 
 ``sessions`` sessions run at a time and the request sequence takes their turns
-in rotation; a session that ends is replaced by a new draw. In a closed loop with
-``concurrency`` at most ``sessions``, no two turns of one session are in flight
-together; an open loop sends each turn on schedule, answered or not.
+in rotation; a session that ends is replaced by a new draw. A turn's body is
+fixed by the script, not by the answers before it, so a turn may be sent while
+the session's previous one is still in flight (when a slow answer lets the
+loop come round to the session again): the prompts are the same as in a real
+agent's session, the timing between its turns is not.
 """
 
 from __future__ import annotations

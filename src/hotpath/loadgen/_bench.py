@@ -72,8 +72,12 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    try:
+        cores: int | None = len(os.sched_getaffinity(0))  # what nproc says
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count()
     return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{cpu}, {cores} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}"
     )
 
@@ -134,7 +138,6 @@ async def measure(
         load=load.describe(),
         workload=workload.describe(),
         open_loop=open_loop,
-        duration=load.duration,
     )
 
 
@@ -157,10 +160,11 @@ def run_bench(
         result = run_on_uvloop(measure(target, load, workload))
         if on_progress is not None:
             errors = sum(result.errors.values())
+            lat = result.latency
+            timing = f", p50 {lat.p50 * 1000:.1f} ms, p99 {lat.p99 * 1000:.1f} ms" if lat else ""
             on_progress(
                 f"{target.name}: {result.ok:,} ok, {errors:,} errors, "
-                f"{result.throughput:,.0f} req/s, p50 {result.latency.p50 * 1000:.1f} ms, "
-                f"p99 {result.latency.p99 * 1000:.1f} ms"
+                f"{result.throughput:,.0f} req/s{timing}"
             )
         results.append(result)
     return BenchReport(

@@ -16,6 +16,7 @@ error`` (an error event inside a stream) or ``bad response`` (not JSON).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,6 +29,8 @@ from hotpath._reply import has_content, usage_of
 from hotpath.loadgen._workload import RequestSpec
 
 __all__ = ["HttpSender", "Outcome"]
+
+_USAGE = re.compile(rb'"usage":\s*\{')
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,7 +129,7 @@ class HttpSender:
             return Outcome(end=clock(), status=status, error="connect")
         except (aiohttp.ClientError, ConnectionError):
             return Outcome(end=clock(), status=status, error="disconnect", first_token=first)
-        except orjson.JSONDecodeError:
+        except ValueError:  # unparsable JSON, an over-long line
             return Outcome(end=clock(), status=status, error="bad response", first_token=first)
         return Outcome(
             end=clock(),
@@ -145,13 +148,16 @@ class HttpSender:
         tokens = (0, 0)
         done = False
         async for line in resp.content:
-            if not line.startswith(b"data: "):
+            if not line.startswith(b"data:"):
                 continue
-            if line.startswith(b"data: [DONE]"):
+            data = line[5:].lstrip()  # the space after "data:" is optional in SSE
+            if data.startswith(b"[DONE]"):
                 done = True
                 continue
-            if first is None or b'"usage":{' in line or b'"error"' in line:
-                chunk = orjson.loads(line[6:])
+            # Parsed only when it matters: chunks until the first token, the usage
+            # (compact or spaced JSON) and errors.
+            if first is None or _USAGE.search(data) is not None or b'"error"' in data:
+                chunk = orjson.loads(data)
                 if isinstance(chunk, dict) and chunk.get("error") is not None:
                     raise _RequestFailedError("stream error")
                 if first is None and has_content(chunk):

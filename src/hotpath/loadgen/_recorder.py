@@ -20,7 +20,7 @@ __all__ = ["Recorder"]
 @dataclass(slots=True)
 class _Window:
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(2))
-    ttft: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(2))
+    ttft: LatencyHistogram | None = None  # made by the second's first stream
     sent: int = 0
     ok: int = 0
     errors: int = 0
@@ -44,7 +44,8 @@ class Recorder:
         self.cache: dict[str, int] = {}
         self.texts: set[str] = set()
         self.meanings: set[str] = set()
-        self.last_end = self.measure_from
+        self.last_end = self.measure_from  # of the last answer (failures left out)
+        self.first_intended: float | None = None
         self.last_intended = self.measure_from
         self._windows: dict[int, _Window] = {}
 
@@ -64,7 +65,8 @@ class Recorder:
         self.lag.record(shot.lag)
         self.texts.add(shot.spec.key)
         self.meanings.add(shot.spec.meaning)
-        self.last_end = max(self.last_end, out.end)
+        if self.first_intended is None or shot.intended < self.first_intended:
+            self.first_intended = shot.intended
         self.last_intended = max(self.last_intended, shot.intended)
         window = self._window(shot.intended)
         window.sent += 1
@@ -73,6 +75,7 @@ class Recorder:
             window.errors += 1
             return
         self.ok += 1
+        self.last_end = max(self.last_end, out.end)
         window.ok += 1
         self._window(out.end).completed += 1
         latency = shot.latency
@@ -81,6 +84,8 @@ class Recorder:
         ttft = shot.ttft
         if ttft is not None:
             self.ttft.record(ttft)
+            if window.ttft is None:
+                window.ttft = LatencyHistogram(2)
             window.ttft.record(ttft)
         self.prompt_tokens += out.prompt_tokens
         self.completion_tokens += out.completion_tokens
@@ -94,9 +99,28 @@ class Recorder:
     def series(self) -> tuple[Second, ...]:
         rows = []
         for t in range(max(self._windows, default=-1) + 1):
-            w = self._windows.get(t) or _Window()
+            w = self._windows.get(t)
+            if w is None:  # a second in which nothing was sent or answered
+                rows.append(
+                    Second(
+                        t=t,
+                        sent=0,
+                        ok=0,
+                        errors=0,
+                        completed=0,
+                        p50=None,
+                        p90=None,
+                        p99=None,
+                        max=None,
+                        ttft_p50=None,
+                        ttft_p99=None,
+                        hits=0,
+                        lookups=0,
+                    )
+                )
+                continue
             lat = w.latency.percentiles((0.5, 0.9, 0.99)) if w.latency.count else {}
-            ttft = w.ttft.percentiles((0.5, 0.99)) if w.ttft.count else {}
+            ttft = w.ttft.percentiles((0.5, 0.99)) if w.ttft is not None else {}
             rows.append(
                 Second(
                     t=t,
@@ -124,13 +148,15 @@ class Recorder:
         load: str,
         workload: str,
         open_loop: bool,
-        duration: float | None,
     ) -> TargetResult:
-        """The summary; ``duration`` (the schedule's measured seconds, if it had
-        one) gives the open loop's offered rate."""
+        """The summary. Throughput is answers over the time to the last answer (a
+        request that timed out does not stretch it); the open loop's offered rate
+        is the number of gaps between measured send times over their span, so a
+        schedule cut short by a request limit is measured as it ran."""
         window = max(1e-9, self.last_end - self.measure_from)
-        span = duration if duration is not None else self.last_intended - self.measure_from
-        offered = self.sent / span if open_loop and span > 0 else None
+        first = self.first_intended
+        span = self.last_intended - first if first is not None else 0.0
+        offered = (self.sent - 1) / span if open_loop and span > 0 else None
         return TargetResult(
             name=name,
             url=url,
@@ -143,7 +169,7 @@ class Recorder:
             errors=dict(sorted(self.errors.items())),
             offered_rate=offered,
             throughput=self.ok / window,
-            latency=Percentiles.of(self.latency),
+            latency=Percentiles.of(self.latency) if self.latency.count else None,
             ttft=Percentiles.of(self.ttft) if self.ttft.count else None,
             lag=Percentiles.of(self.lag) if open_loop else None,
             cache=dict(sorted(self.cache.items())),

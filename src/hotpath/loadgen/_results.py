@@ -94,7 +94,7 @@ class TargetResult:
     errors: dict[str, int]
     offered_rate: float | None
     throughput: float
-    latency: Percentiles
+    latency: Percentiles | None  # None: nothing was answered
     ttft: Percentiles | None
     lag: Percentiles | None
     cache: dict[str, int]

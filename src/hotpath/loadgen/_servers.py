@@ -36,9 +36,8 @@ def free_port() -> int:
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
     """Stop ``proc``, a session leader (``start_new_session``), and its group (its
-    workers): SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is not None:
-        return
+    workers): SIGTERM, then SIGKILL after 10 s. The group is signalled even when
+    the leader has exited already, in case its workers have not."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -134,9 +133,7 @@ def start_mock(directory: Path, args: Sequence[str] = (), *, timeout: float = 30
     """``hotpath mock-upstream ARGS`` on a free port of 127.0.0.1, once ready."""
     port = free_port()
     argv = ["mock-upstream", "--host", HOST, "--port", str(port), *args]
-    server = _spawn("mock", argv, directory, port)
-    server.wait_ready("/mock/stats", timeout)
-    return server
+    return _ready(_spawn("mock", argv, directory, port), "/mock/stats", timeout)
 
 
 def start_gateway(
@@ -148,6 +145,15 @@ def start_gateway(
     home = directory / "gateway"
     home.mkdir(exist_ok=True)
     argv = ["serve", "--host", HOST, "--port", str(port), "--upstream", upstream, *args]
-    server = _spawn("gateway", argv, home, port)
-    server.wait_ready("/healthz", timeout)
+    return _ready(_spawn("gateway", argv, home, port), "/healthz", timeout)
+
+
+def _ready(server: ServerProcess, path: str, timeout: float) -> ServerProcess:
+    """``server`` once ``path`` answers; stopped if it does not, or if the wait is
+    interrupted (its own session does not get the terminal's Ctrl-C)."""
+    try:
+        server.wait_ready(path, timeout)
+    except BaseException:
+        server.stop()
+        raise
     return server
