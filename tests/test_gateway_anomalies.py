@@ -173,3 +173,28 @@ def test_embeddings_tries_feed_their_model_and_the_upstream_s_errors() -> None:
             assert monitor.detector("error_rate", "upstream:mock") is not None
             # an embedding's latency would blur the upstream's chat latency series
             assert monitor.detector("latency", "upstream:mock") is None
+
+
+def test_a_request_s_own_4xx_is_not_an_upstream_error_and_streams_have_their_own_series() -> None:
+    clock = ManualClock()
+    with MockUpstream(MockConfig(completion_tokens=2)) as mock:
+        gateway = Gateway(gateway_config(mock.url), clock=clock)
+        with BackgroundServer(gateway) as server, httpx.Client(base_url=server.base) as http:
+            for _ in range(PER_WINDOW):
+                too_long = http.post(
+                    "/v1/chat/completions",
+                    json=chat_body(unique()),
+                    headers={"x-mock-context-window": "1"},
+                )
+                assert too_long.status_code == 400
+                streamed = http.post("/v1/chat/completions", json=chat_body(unique(), stream=True))
+                assert streamed.status_code == 200
+            monitor = gateway.state.anomalies.monitor
+            assert monitor is not None
+            clock.advance(5.0)
+            server.call(monitor.tick)
+            errors = monitor.detector("error_rate", "upstream:mock")
+            assert errors is not None
+            assert errors.baseline == 0.0  # the 400s were not counted as failures
+            assert monitor.detector("latency", "model:gpt-4o-mini:stream") is not None
+            assert monitor.detector("latency", "model:gpt-4o-mini") is None

@@ -63,16 +63,21 @@ class GatewayAnomalies:
 
     # -- the request path: O(1), a few hundred ns each ----------------------------------
 
-    def upstream(self, model: str, upstream: str, seconds: float, *, error: bool) -> None:
-        """One upstream try of ``model`` on ``upstream``: its latency (first byte
-        for a stream) and whether it failed."""
+    def upstream(
+        self, model: str, upstream: str, seconds: float, *, error: bool, stream: bool = False
+    ) -> None:
+        """One upstream try of ``model`` on ``upstream``: its latency and whether
+        it failed. A stream's latency is its first byte's, a different quantity
+        from a whole answer's time, so it goes to series of their own (keys
+        ending in ``:stream``): a change in the share of streams is no shift."""
         monitor = self.monitor
         if monitor is None:
             return
+        suffix = ":stream" if stream else ""
         for key in (f"model:{model}", f"upstream:{upstream}"):
             monitor.observe_outcome(key, error=error)
             if not error:
-                monitor.observe_latency(key, seconds)
+                monitor.observe_latency(key + suffix, seconds)
 
     def embeddings(self, model: str, upstream: str, seconds: float, *, error: bool) -> None:
         """One upstream try of an embeddings ``model``: its latency counts for the

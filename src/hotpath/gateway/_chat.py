@@ -31,6 +31,7 @@ from hotpath.gateway._controls import CacheControls, parse_controls
 from hotpath.gateway._flight import Flight, FlightFailedError
 from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._state import Caller, State, upstream_api_error
+from hotpath.gateway._traffic import client_fault
 from hotpath.gateway._traffic_context import CallContext, Reservation, usage_tokens
 from hotpath.gateway._usage_count import answer_usage, counted_usage
 from hotpath.gateway._validate import check_chat, parse_json
@@ -541,6 +542,7 @@ async def _try(
     metrics = state.metrics
     started = time.perf_counter()
     outcome = "ok"
+    fault = False  # the upstream's, not the request's (client_fault)
     try:
         if flight.stream:
             return await _stream_upstream(state, call, flight, route, headers)
@@ -556,22 +558,25 @@ async def _try(
         raise
     except ApiError:
         outcome = "error"
+        fault = True
         raise
     except Exception as exc:
         outcome = type(exc).__name__
+        fault = not client_fault(exc)
         log.warning("chat call to upstream %r failed: %s", provider.name, exc)
         raise
     finally:
         elapsed = time.perf_counter() - started
         metrics.child(metrics.upstream, provider.name, _ROUTE, outcome).inc()
         metrics.child(metrics.upstream_latency, provider.name, _ROUTE).observe(elapsed)
-        if outcome != "cancelled":
+        if outcome == "ok" or fault:  # not cancelled, not the request's own fault
             first = call.ctx.first_byte
             state.anomalies.upstream(
                 call.ctx.model,
                 provider.name,
                 first if first is not None else elapsed,
-                error=outcome != "ok",
+                error=fault,
+                stream=flight.stream,
             )
         if call.info is not None:
             call.info.upstream_seconds += elapsed

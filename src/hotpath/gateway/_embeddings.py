@@ -27,6 +27,7 @@ from hotpath.gateway._cache_key import embedding_key
 from hotpath.gateway._controls import parse_controls
 from hotpath.gateway._resolve import Resolved, Route
 from hotpath.gateway._state import Caller, State, upstream_api_error
+from hotpath.gateway._traffic import client_fault
 from hotpath.gateway._traffic_context import CallContext, usage_tokens
 from hotpath.gateway._validate import check_embeddings, parse_json
 from hotpath.observe._request import RequestInfo, current_request, span_of
@@ -85,9 +86,8 @@ async def _fetch(
         except Exception as exc:
             metrics.child(metrics.upstream, route.provider.name, _ROUTE, type(exc).__name__).inc()
             log.warning("embeddings call to upstream %r failed: %s", route.provider.name, exc)
-            state.anomalies.embeddings(
-                ctx.model, route.provider.name, time.perf_counter() - started, error=True
-            )
+            if not client_fault(exc):
+                state.anomalies.embeddings(ctx.model, route.provider.name, 0.0, error=True)
             raise
         finally:
             if info is not None:

@@ -417,15 +417,15 @@ class Traffic:
         )
         if permit is not None:
             permit.dropped() if overload else permit.ignore()
-        client_fault = status is not None and 400 <= status < 500
+        client = client_fault(exc)
         if breaker is not None:
-            if isinstance(exc, asyncio.CancelledError) or client_fault:
+            if isinstance(exc, asyncio.CancelledError) or client:
                 # Throttling (429) and bad requests say nothing about the
                 # upstream's health; a cancelled call says nothing at all.
                 breaker.release()
             else:
                 breaker.record_failure(duration)
-        router.finish(name, duration, ok=client_fault or isinstance(exc, asyncio.CancelledError))
+        router.finish(name, duration, ok=client or isinstance(exc, asyncio.CancelledError))
 
 
 _MAX_DEPLOYMENTS = 10_000
@@ -438,3 +438,10 @@ def _put_bounded(table: dict[str, Any], name: str, value: Any) -> None:
     if len(table) >= _MAX_DEPLOYMENTS:
         del table[next(iter(table))]
     table[name] = value
+
+
+def client_fault(exc: BaseException) -> bool:
+    """Whether a failed upstream call failed on the request's account: a 4xx (a bad
+    request, or throttling) says nothing about the upstream's health."""
+    status = exc.status if isinstance(exc, UpstreamStatusError) else None
+    return status is not None and 400 <= status < 500
