@@ -485,3 +485,18 @@ def test_reprs_say_what_they_hold() -> None:
     assert repr(monitor.detector("latency", KEY)).startswith(
         "Detector('latency', 'model:gpt-4o-mini', warming up"
     )
+
+
+def test_a_long_gap_ends_the_evidence_of_a_shift_that_was_building() -> None:
+    sim = Sim(1)
+    base = Traffic(rate=20, signals=LAT)
+    assert sim.run(300, base) == []
+    assert sim.run(10, Traffic(rate=20, latency=1.05, signals=LAT)) == []
+    detector = sim.monitor.detector("latency", KEY)
+    assert detector is not None
+    building_before = detector.building
+    assert sim.run(3600, Traffic(rate=0, signals=LAT)) == []  # an hour without traffic
+    building_after = detector.building
+    assert building_before
+    assert not building_after
+    assert raised(sim.run(120, base), "latency") == []

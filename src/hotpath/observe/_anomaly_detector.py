@@ -249,6 +249,12 @@ class Detector:
         return self._alert
 
     @property
+    def building(self) -> bool:
+        """Whether evidence of a shift is building (its windows are held back from
+        the baseline until it raises or fades)."""
+        return bool(self._held) or self._pending()
+
+    @property
     def warm(self) -> bool:
         """Whether the warm-up is over (alerts can be raised)."""
         return self._judged >= self._settings.warmup
@@ -284,13 +290,19 @@ class Detector:
         if self._alert is not None:
             self._alert_age += duration
         if sums.count < self._settings.min_count:
-            if self._held:
-                self._held.append(None)
-            else:
+            held = self._held
+            if not held:
                 self._last_z = math.nan  # a gap: the next score has no predecessor
+            elif held[-1] is not None:
+                held.append(None)  # one mark per gap, however long
             self._merged += 1
             if self._merged >= self._settings.max_merge:
                 self._clear_sums()  # too sparse for too long: its data is stale
+                if self._alert is None:
+                    # ... and so is the evidence of a shift that was building
+                    self._up = self._down = 0.0
+                    held.clear()
+                    self._last_z = math.nan
             self._carried = sums.count
             return None
         n, total, square, span = sums.count, sums.total, sums.square, self._span

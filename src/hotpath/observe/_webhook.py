@@ -64,9 +64,14 @@ class Webhook:
             self._on_failure()
 
     async def aclose(self) -> None:
-        """Wait (up to the timeout) for deliveries under way, then close."""
+        """Wait (up to the timeout) for deliveries under way, cancel those still
+        going, then close."""
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self._timeout)
+            _, late = await asyncio.wait(list(self._tasks), timeout=self._timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         if self._session is not None:
             await self._session.close()
             self._session = None
