@@ -210,12 +210,12 @@ def test_a_point_is_the_rate_between_two_snapshots() -> None:
         statuses={"HTTP 429": 4},
         breakers={"a": 1.0},
     )
-    point = point_between(before, after, seq=7, t=100.0, dt=2.0, own_streams=1)
+    point = point_between(before, after, seq=7, t=100.0, dt=2.0)
     assert point.rps == 10
     assert point.hits == {"memory": 5, "redis": 1}
     assert point.misses == 2
     assert point.cost == 0.25
-    assert point.in_flight == 2  # the dashboard's own stream is not traffic
+    assert point.in_flight == 3
     assert point.latency[0] == pytest.approx(0.01 * 10 / 15)
     assert point.errors == {"HTTP 429": 2}
     assert point.breakers == {"a": 1.0}
@@ -322,6 +322,8 @@ def test_the_key_is_traded_for_a_session_cookie_that_is_not_the_key(
 
     with httpx.Client(base_url=server.base, timeout=10, cookies={COOKIE: token}) as browser:
         assert browser.get("/dashboard").status_code == 200
+        # a proxy's basic auth in front of the gateway leaves the cookie in charge
+        assert browser.get("/dashboard", auth=("proxy-user", "pw")).status_code == 200
         with browser.stream("GET", "/dashboard/events") as events:
             assert events.status_code == 200
             assert events.headers["content-type"].startswith("text/event-stream")
@@ -374,6 +376,8 @@ def test_the_page_brings_the_points_and_the_stream_carries_on_after_them(
         run, seq = history["meta"]["run"], history["points"][-1]["seq"]
         with http.stream("GET", "/dashboard/events", params={"after": f"{run}-{seq}"}) as events:
             opening = first_event(events)
+            # an open dashboard is not a request in flight: the scrape itself is
+            assert "hotpath_in_flight_requests 1.0" in http.get("/metrics").text
         assert b"event: history" not in opening
         assert b"data: " in opening and f"id: {run}-{seq + 1}".encode() in opening
         # Another run's ids (a restarted gateway) get the whole history again.

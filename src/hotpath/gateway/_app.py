@@ -15,6 +15,7 @@ log line, its counts in the metrics and, when tracing is on, its span
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -63,6 +64,8 @@ _REQUEST_ID = b"x-request-id"
 # Probes and scrapes come every few seconds: their access lines are debug lines,
 # and they are not traced.
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/dashboard/events"})
+# Open for as long as a dashboard is: not requests in flight.
+_LONG_LIVED = frozenset({"/dashboard/events"})
 _PUBLISH_EVERY = 5.0  # seconds between a worker's publications of its stats
 _MAX_SHOWN_PATH = 256
 
@@ -150,7 +153,10 @@ class Gateway:
         """With several workers: publish this worker's scraped stats now and then,
         so that a scrape answered by any worker sums them all."""
         while True:
-            self.state.metrics.sample()
+            try:
+                self.state.metrics.sample()
+            except Exception:  # a failed publication must not end the next ones
+                log.exception("publishing this worker's metrics failed")
             await asyncio.sleep(_PUBLISH_EVERY)
 
     async def aclose(self) -> None:
@@ -159,6 +165,8 @@ class Gateway:
         await self.dashboard.aclose()
         if self._publisher is not None:
             self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
             self._publisher = None
             self.state.metrics.retire()
         if self.tracer is not None:
@@ -211,9 +219,9 @@ class Gateway:
         if tracer is not None and path not in _QUIET:
             info.tracer = tracer
             traced = tracer.start_request(info, route, request.headers)
-        metrics = self.state.metrics
-        in_flight = metrics.in_flight
-        in_flight.inc()
+        in_flight = None if path in _LONG_LIVED else self.state.metrics.in_flight
+        if in_flight is not None:
+            in_flight.inc()
         try:
             if handler is None:
                 raise self._not_found(method, path)
@@ -233,7 +241,8 @@ class Gateway:
                 ApiError(500, "internal error", type="server_error", code="internal_error"),
             )
         finally:
-            in_flight.dec()
+            if in_flight is not None:
+                in_flight.dec()
             self._finish(info, route, handler)
             if traced is not None and tracer is not None:
                 tracer.end_request(info, traced)

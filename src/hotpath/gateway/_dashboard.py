@@ -128,7 +128,7 @@ class DashboardSampler:
     def _login(self, state: State, request: Request) -> tuple[float, bytes | None]:
         """Who may see the page: ``(session expiry, Set-Cookie value or None)``.
         Raises 404 with the admin API off, 401 without the admin key or a session."""
-        if b"authorization" in request.headers:
+        if _bearer(request):
             _require_admin(state, request)  # 401 on a wrong key, as the admin API
             return self._new_session(request)
         digest = state.admin_digest
@@ -221,7 +221,7 @@ class DashboardSampler:
         """``GET /dashboard/events``: the points held (unless the client has them),
         then each new one, as server-sent events, until the client leaves, its
         session ends or the sampler closes."""
-        if b"authorization" in request.headers:
+        if _bearer(request):
             _require_admin(state, request)
             until = math.inf
         else:
@@ -341,3 +341,10 @@ def _build(name: str) -> _Page:
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
     return _Page(html.encode(), policy.encode())
+
+
+def _bearer(request: Request) -> bool:
+    """Whether the request brings a key as a ``Bearer`` token. Another scheme (a
+    proxy's basic auth in front of the gateway) is not ours: the session cookie
+    decides then."""
+    return request.headers.get(b"authorization", b"")[:7].lower() == b"bearer "

@@ -136,7 +136,11 @@ class Sampler:
         self._woken = asyncio.Event()
         if self.multiproc_dir is not None:
             self._collector = MultiProcessCollector(None, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
-        self._prev = await self._read_async(count=False)  # warm-up: not counted
+        try:
+            self._prev = await self._read_async(count=False)  # warm-up: not counted
+        except Exception:  # e.g. a worker's metrics file half made: the next reading
+            self._failures += 1
+            log.exception("dashboard: the first reading of the metrics failed")
         self._prev_at = self._clock.monotonic()
         self._task = self._loop.create_task(self._run(), name="hotpath-dashboard")
 
@@ -208,9 +212,7 @@ class Sampler:
         point = None
         if prev is not None and dt > 0:
             self.seq += 1
-            point = point_between(
-                prev, snap, seq=self.seq, t=self._clock.now(), dt=dt, own_streams=self.streams
-            )
+            point = point_between(prev, snap, seq=self.seq, t=self._clock.now(), dt=dt)
             self.ring.append(Entry(point, orjson.dumps(point)))
         # Streams wake on every reading, a point or not, to check their session.
         loop = self._loop

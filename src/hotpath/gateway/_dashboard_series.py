@@ -268,14 +268,11 @@ def _largest(values: dict[str, float]) -> dict[str, float]:
 
 
 def point_between(
-    prev: Snapshot, cur: Snapshot, *, seq: int, t: float, dt: float, own_streams: int = 0
+    prev: Snapshot, cur: Snapshot, *, seq: int, t: float, dt: float
 ) -> DashboardPoint:
     """The point for the interval from ``prev`` to ``cur`` (``dt`` seconds, > 0).
-
-    ``own_streams`` open dashboard streams are taken off the in-flight gauge: they
-    are requests in flight too, but not traffic. Counters that went down (a worker
-    restarted in multiprocess mode) count as unchanged.
-    """
+    Counters that went down (a worker restarted in multiprocess mode) count as
+    unchanged."""
     errors = _rates(cur.statuses, prev.statuses, dt)
     errors.update(_rates(cur.failures, prev.failures, dt))
     hits = sum(cur.hits.values())
@@ -284,7 +281,7 @@ def point_between(
         t=t,
         dt=dt,
         rps=max(0.0, cur.requests - prev.requests) / dt,
-        in_flight=max(0.0, cur.in_flight - own_streams),
+        in_flight=cur.in_flight,
         latency=_quantiles(cur.latency, prev.latency),
         ttft=_quantiles(cur.ttft, prev.ttft),
         hits=_rates(cur.hits, prev.hits, dt),
