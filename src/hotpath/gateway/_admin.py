@@ -35,7 +35,8 @@ KEYS_PATH = "/admin/keys/"
 _KEY_FIELDS = {"name", "tenant", "rpm", "tpm", "budget_usd", "budget_period"}
 
 
-def _require_admin(state: State, request: Request) -> None:
+def admin_digest(state: State) -> str:
+    """The admin key's SHA-256; the admin API's 404 when there is none."""
     digest = state.admin_digest
     if digest is None:
         raise ApiError(
@@ -43,10 +44,19 @@ def _require_admin(state: State, request: Request) -> None:
             "the admin API is off: set [admin] key_sha256 or key_env in the gateway config",
             code="not_found",
         )
+    return digest
+
+
+def is_admin_key(digest: str, key: bytes) -> bool:
+    """Whether ``key`` is the admin key whose SHA-256 is ``digest`` (in constant time)."""
+    return hmac.compare_digest(hashlib.sha256(key.strip()).hexdigest(), digest)
+
+
+def _require_admin(state: State, request: Request) -> None:
+    digest = admin_digest(state)
     auth = request.headers.get(b"authorization") or b""
     scheme, _, key = auth.partition(b" ")
-    given = hashlib.sha256(key.strip()).hexdigest()
-    if scheme.lower() != b"bearer" or not hmac.compare_digest(given, digest):
+    if scheme.lower() != b"bearer" or not is_admin_key(digest, key):
         raise ApiError(
             401,
             "the admin API needs the admin key",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 import math
 import os
 from importlib import resources
@@ -27,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from hotpath.gateway._admin import _query, _require_admin
+from hotpath.gateway._admin import _query, _require_admin, admin_digest, is_admin_key
 from hotpath.gateway._api_errors import ApiError
 from hotpath.gateway._asgi import Request, send_bytes
 from hotpath.gateway._dashboard_sampler import Sampler, SamplerStats
@@ -131,13 +130,10 @@ class DashboardSampler:
         if _bearer(request):
             _require_admin(state, request)  # 401 on a wrong key, as the admin API
             return self._new_session(request)
-        digest = state.admin_digest
-        if digest is None:
-            _require_admin(state, request)  # the admin API's own 404
+        digest = admin_digest(state)  # the admin API's own 404 when it is off
         key = _query(request).get("key")
         if key is not None:
-            given = hashlib.sha256(key.encode()).hexdigest()
-            if digest is not None and hmac.compare_digest(given, digest):
+            if is_admin_key(digest, key.encode()):
                 return self._new_session(request)
             raise _unauthorized("that is not the admin key")
         until = self._session(request)
@@ -225,8 +221,7 @@ class DashboardSampler:
             _require_admin(state, request)
             until = math.inf
         else:
-            if state.admin_digest is None:
-                _require_admin(state, request)
+            admin_digest(state)  # the admin API's own 404 when it is off
             found = self._session(request)
             if found is None:
                 raise _unauthorized("the dashboard needs the admin key (or its session cookie)")
