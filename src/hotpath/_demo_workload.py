@@ -23,11 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 import orjson
 
 from hotpath._errors import ConfigError
-from hotpath._reply import has_content, usage_of
 
 __all__ = ["Call", "DemoConfig", "Outcome", "PassResult", "build_sessions", "replay"]
 
@@ -174,66 +172,48 @@ def build_sessions(cfg: DemoConfig) -> list[list[Call]]:
     return [calls[s :: cfg.sessions] for s in range(cfg.sessions)]
 
 
-async def _one(http: aiohttp.ClientSession, url: str, call: Call) -> Outcome:
-    started = time.perf_counter()
-    headers = {"content-type": "application/json", "authorization": "Bearer demo"}
-    ttft: float | None = None
-    tokens = (0, 0)
-    try:
-        async with http.post(url, data=call.body, headers=headers) as resp:
-            if resp.status != 200:
-                text = (await resp.read())[:200].decode(errors="replace")
-                raise RuntimeError(f"HTTP {resp.status}: {text}")
-            if call.stream:
-                async for line in resp.content:
-                    if not line.startswith(b"data: {"):
-                        continue
-                    chunk = orjson.loads(line[6:])
-                    if ttft is None and has_content(chunk):
-                        ttft = time.perf_counter() - started
-                    if chunk.get("usage"):
-                        tokens = usage_of(chunk)
-            else:
-                tokens = usage_of(orjson.loads(await resp.read()))
-            h = resp.headers
-    except (aiohttp.ClientError, TimeoutError, RuntimeError, orjson.JSONDecodeError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        return Outcome(call, time.perf_counter() - started, error=error)
-    return Outcome(
-        call,
-        time.perf_counter() - started,
-        ttft,
-        cache=h.get("x-hotpath-cache"),
-        tier=h.get("x-hotpath-cache-tier"),
-        coalesced=h.get("x-hotpath-coalesced") == "true",
-        prompt_tokens=tokens[0],
-        completion_tokens=tokens[1],
-    )
-
-
 async def replay(
     base_url: str, sessions: list[list[Call]], on_done: Callable[[Outcome], None]
 ) -> PassResult:
     """Run every session concurrently against ``base_url`` (``.../v1``); each
-    session pauses, calls, and goes on to its next call once the answer is read."""
-    url = f"{base_url.rstrip('/')}/chat/completions"
-    outcomes: list[Outcome] = []
-    connector = aiohttp.TCPConnector(limit=len(sessions) + 8)
-    timeout = aiohttp.ClientTimeout(total=120)
+    session pauses, calls, and goes on to its next call once the answer is read.
+    The calls go through ``hotpath bench``'s sender."""
+    # Here, not at the top: hotpath.loadgen's workloads import this module's prompts.
+    from hotpath.loadgen._client import HttpSender
+    from hotpath.loadgen._workload import RequestSpec
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    outcomes: list[Outcome] = []
+    clock = time.perf_counter
+    sender = HttpSender(
+        base_url, clock=clock, connections=len(sessions) + 8, timeout=120, api_key="demo"
+    )
+    async with sender as send:
 
         async def agent(calls: list[Call]) -> None:
             for call in calls:
                 if call.pause:
                     await asyncio.sleep(call.pause)
-                outcome = await _one(http, url, call)
+                started = clock()
+                spec = RequestSpec(call.body, stream=call.stream, key="", meaning="")
+                got = await send(spec)
+                first = got.first_token
+                outcome = Outcome(
+                    call,
+                    got.end - started,
+                    None if first is None else first - started,
+                    cache=got.cache,
+                    tier=got.tier,
+                    coalesced=got.coalesced,
+                    prompt_tokens=got.prompt_tokens,
+                    completion_tokens=got.completion_tokens,
+                    error=got.error,
+                )
                 outcomes.append(outcome)
                 on_done(outcome)
 
-        started = time.perf_counter()
+        started = clock()
         async with asyncio.TaskGroup() as group:
             for calls in sessions:
                 group.create_task(agent(calls))
-        wall = time.perf_counter() - started
+        wall = clock() - started
     return PassResult(outcomes, wall)
