@@ -10,14 +10,12 @@ project dependency.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from hotpath.loadgen._servers import stop_group
+from hotpath.loadgen._servers import ServerProcess, free_port, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -43,52 +41,13 @@ __all__ = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+class Server(ServerProcess):
+    """A server process of the benchmark; :meth:`stop` ends it (and its workers)."""
 
-
-def _probe(port: int, path: str, headers: dict[str, str]) -> int:
-    """Status of ``GET path``, 0 when nothing answers."""
-    head = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    try:
-        with socket.create_connection((HOST, port), timeout=5) as sock:
-            sock.sendall(head.encode())
-            first = sock.recv(64)
-    except OSError:
-        return 0
-    parts = first.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-
-
-@dataclass
-class Server:
-    """A server process; :meth:`stop` ends it (and its worker processes)."""
-
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    #: hotpath on its default tiers: the SQLite file its cache writes.
-    sqlite: Path | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def wait_ready(self, path: str, timeout: float, headers: dict[str, str] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-            if _probe(self.port, path, headers or {}) == 200:
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout:g} s:\n{self.tail()}")
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+        super().__init__(name, port, proc, log)
+        #: hotpath on its default tiers: the SQLite file its cache writes.
+        self.sqlite: Path | None = None
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server and its workers (its process group) so far."""
@@ -102,15 +61,6 @@ class Server:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / os.sysconf("SC_CLK_TCK")
 
-    def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-
 
 def _spawn(
     name: str,
@@ -120,18 +70,7 @@ def _spawn(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Server:
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd or tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    return Server(name, port, proc, log)
+    return spawn(Server, name, argv, tmp, port, cwd=cwd, env=env)
 
 
 def start_mock(tmp: Path, ttft_ms: float) -> Server:

@@ -16,15 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http.client import HTTPConnection
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
-__all__ = ["ServerProcess", "free_port", "start_gateway", "start_mock", "stop_group"]
+__all__ = ["ServerProcess", "free_port", "spawn", "start_gateway", "start_mock", "stop_group"]
 
 HOST = "127.0.0.1"
+S = TypeVar("S", bound="ServerProcess")
 
 
 def free_port() -> int:
@@ -48,11 +49,11 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def _status(port: int, path: str) -> int:
+def _status(port: int, path: str, headers: Mapping[str, str] | None = None) -> int:
     """The status of ``GET path`` on 127.0.0.1:port; 0 when nothing answers."""
     conn = HTTPConnection(HOST, port, timeout=2)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=dict(headers or {}))
         return conn.getresponse().status
     except OSError:
         return 0
@@ -83,16 +84,18 @@ class ServerProcess:
         except OSError:
             return "(no log)"
 
-    def wait_ready(self, path: str, timeout: float) -> None:
-        """Poll ``GET path`` until it answers 200; raise ``RuntimeError`` with the log's
-        tail if the process exits or time runs out."""
+    def wait_ready(
+        self, path: str, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Poll ``GET path`` (with ``headers``) until it answers 200; raise
+        ``RuntimeError`` with the log's tail if the process exits or time runs out."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
                 )
-            if _status(self.port, path) == 200:
+            if _status(self.port, path, headers) == 200:
                 return
             if time.monotonic() > deadline:
                 self.stop()
@@ -112,21 +115,38 @@ class ServerProcess:
         self.stop()
 
 
-def _spawn(name: str, args: Sequence[str], directory: Path, port: int) -> ServerProcess:
-    log = directory / f"{name}.log"
-    # The outer HOTPATH_* settings are not the ones under test.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATH_")}
+def spawn(
+    kind: type[S],
+    name: str,
+    argv: Sequence[str],
+    logs: Path,
+    port: int,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> S:
+    """Start ``argv`` in a session of its own (so that :func:`stop_group` stops its
+    workers too), output to ``logs/NAME.log``, working in ``cwd`` (``logs``), with
+    ``env`` over this process's environment less its ``HOTPATH_*`` settings (the
+    outer ones are not those under test)."""
+    log = logs / f"{name}.log"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATH_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hotpath", *args],
-            cwd=directory,
+            list(argv),
+            cwd=cwd or logs,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**base, **(env or {})},
             start_new_session=True,
         )
-    return ServerProcess(name, port, proc, log)
+    return kind(name, port, proc, log)
+
+
+def _spawn(name: str, args: Sequence[str], directory: Path, port: int) -> ServerProcess:
+    argv = [sys.executable, "-m", "hotpath", *args]
+    return spawn(ServerProcess, name, argv, directory, port)
 
 
 def start_mock(directory: Path, args: Sequence[str] = (), *, timeout: float = 30) -> ServerProcess:
