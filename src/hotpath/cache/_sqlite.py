@@ -69,6 +69,7 @@ from urllib.parse import unquote, urlsplit
 
 from hotpath._clock import Clock, SystemClock
 from hotpath._errors import CacheError, ConfigError, InvalidKeyError
+from hotpath._sqlite import use_wal, write_transaction
 from hotpath.cache import _sqlite_store as db
 from hotpath.cache._codec import Codec
 from hotpath.cache._health import Health
@@ -297,7 +298,7 @@ class SQLiteTier(AsyncValueTier):
 
         def write(conn: sqlite3.Connection) -> None:
             nonlocal live
-            with db.transaction(conn):
+            with write_transaction(conn):
                 if only_missing and live:
                     present = db.live_keys(conn, [r[0] for r in live], now)
                     live = [r for r in live if r[0] not in present]
@@ -332,7 +333,7 @@ class SQLiteTier(AsyncValueTier):
             return
 
         def remove(conn: sqlite3.Connection) -> None:
-            with db.transaction(conn):
+            with write_transaction(conn):
                 n = conn.executemany(db.DELETE_TAGGED, [(t,) for t in tags]).rowcount
                 conn.executemany(db.DROP_TAG, [(t,) for t in tags])
             self._counters.deletes += max(n, 0)
@@ -341,7 +342,7 @@ class SQLiteTier(AsyncValueTier):
 
     async def clear(self) -> None:
         def clear(conn: sqlite3.Connection) -> None:
-            with db.transaction(conn):
+            with write_transaction(conn):
                 conn.execute("DELETE FROM tags")  # first, so the delete trigger finds no links
                 conn.execute("DELETE FROM entries")
                 conn.execute("UPDATE meta SET entries = 0, bytes = 0 WHERE id = 1")
@@ -356,7 +357,7 @@ class SQLiteTier(AsyncValueTier):
             return
 
         def add(conn: sqlite3.Connection) -> None:
-            with db.transaction(conn):
+            with write_transaction(conn):
                 conn.executemany(db.ADD_HITS, rows)
                 self._flush_hits(conn)
 
@@ -393,7 +394,7 @@ class SQLiteTier(AsyncValueTier):
         if self._pending_hits and self._health.ready():
 
             def flush(conn: sqlite3.Connection) -> None:
-                with db.transaction(conn):
+                with write_transaction(conn):
                     self._flush_hits(conn)
 
             self._run("add_hits", flush, None)
@@ -412,7 +413,7 @@ class SQLiteTier(AsyncValueTier):
         now = self._clock.now()
 
         def delete(conn: sqlite3.Connection) -> bool:
-            with db.transaction(conn):
+            with write_transaction(conn):
                 row = conn.execute(db.EXPIRES_AT, (k,)).fetchone()
                 if row is None:
                     return False
@@ -517,7 +518,7 @@ class SQLiteTier(AsyncValueTier):
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         """Per-connection setup (a test hook: subclasses may add pragmas)."""
-        db.configure(conn)
+        use_wal(conn, self.busy_timeout)
         conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         if self.synchronous == "off":
             conn.execute("PRAGMA synchronous = OFF")
@@ -581,7 +582,7 @@ class SQLiteTier(AsyncValueTier):
             return True
 
     def _remove(self, conn: sqlite3.Connection, keys: Sequence[str]) -> int:
-        with db.transaction(conn):
+        with write_transaction(conn):
             n = max(conn.executemany(db.DELETE, [(k,) for k in keys]).rowcount, 0)
         self._counters.deletes += n
         return n

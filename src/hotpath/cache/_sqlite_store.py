@@ -28,16 +28,16 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from hotpath._sqlite import write_transaction
+
 __all__ = [
     "IncompatibleSchema",
-    "configure",
     "evict",
     "file_identity",
     "init_schema",
     "is_corrupt",
     "move_aside",
     "purge_expired",
-    "transaction",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -112,14 +112,6 @@ def is_corrupt(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES
 
 
-def configure(conn: sqlite3.Connection) -> None:
-    """WAL (stored in the file, so set once) and synchronous=NORMAL (per connection)."""
-    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    if str(mode).lower() != "wal":
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    conn.execute("PRAGMA synchronous = NORMAL")
-
-
 def init_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Create the tables, indexes and triggers unless the file has them already."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -129,28 +121,9 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise IncompatibleSchema(
             f"{path} has schema version {version}; this hotpath knows {SCHEMA_VERSION}"
         )
-    with transaction(conn):
+    with write_transaction(conn):
         for statement in _SCHEMA:
             conn.execute(statement)
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock up front (waiting up to busy_timeout).
-
-    ``BEGIN IMMEDIATE`` rather than a deferred begin: a deferred transaction that
-    reads and then writes cannot wait for the lock (SQLITE_BUSY at once), because
-    waiting could deadlock with another process doing the same.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
 
 
 def purge_expired(conn: sqlite3.Connection, now: float, limit: int = PURGE_BATCH) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import datetime as dt
 import functools
 import os
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from hotpath._errors import ConfigError, short_repr
 from hotpath._options import check_positive, check_text
+from hotpath._sqlite import use_wal, write_transaction
 from hotpath.cache._redis_url import redact
 from hotpath.cost._ledger_rows import COUNTERS, DIMENSIONS, RowKey
 
@@ -191,10 +191,7 @@ class SqliteLedgerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            conn.execute("PRAGMA synchronous = NORMAL")
+            use_wal(conn, self.busy_timeout)
             conn.execute(_SCHEMA)
             # A file made by an older hotpath lacks the counters added since.
             have = {r[1] for r in conn.execute("PRAGMA table_info(usage)")}
@@ -209,19 +206,11 @@ class SqliteLedgerStore:
 
     def _add(self, params: list[tuple[Any, ...]], cutoff: str | None) -> None:
         conn = self._open()
-        # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             conn.executemany(_UPSERT, params)
             prune = cutoff is not None and cutoff > self._cutoff
             if prune:
                 conn.execute(_PRUNE, (cutoff,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
         if prune and cutoff is not None:
             self._cutoff = cutoff
 

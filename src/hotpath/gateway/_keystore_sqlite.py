@@ -6,18 +6,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from hotpath._errors import ConfigError, short_repr
 from hotpath._options import check_positive
+from hotpath._sqlite import use_wal, write_transaction
 from hotpath.cache._urls import parse_float, parse_options
-
-if TYPE_CHECKING:
-    pass
-
 from hotpath.gateway._keystore import (
     KeyExistsError,
     KeyRecord,
@@ -83,7 +80,7 @@ class SqliteKeyStore:
 
     async def create(self, record: KeyRecord) -> None:
         def create(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with write_transaction(conn):
                 if conn.execute(
                     "SELECT 1 FROM gateway_keys WHERE name = ?", (record.name,)
                 ).fetchone():
@@ -109,7 +106,7 @@ class SqliteKeyStore:
 
     async def revoke(self, name: str, *, at: float) -> KeyRecord | None:
         def revoke(conn: sqlite3.Connection) -> KeyRecord | None:
-            with _transaction(conn):
+            with write_transaction(conn):
                 row = conn.execute(
                     "SELECT record FROM gateway_keys WHERE name = ?", (name,)
                 ).fetchone()
@@ -170,10 +167,8 @@ class SqliteKeyStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             try:
-                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                conn.execute("PRAGMA synchronous = NORMAL")
-                with _transaction(conn):
+                use_wal(conn, self.busy_timeout)
+                with write_transaction(conn):
                     for statement in _SCHEMA:
                         conn.execute(statement)
             except BaseException:
@@ -181,17 +176,3 @@ class SqliteKeyStore:
                 raise
             self._conn = conn
         return self._conn
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE``: take the write lock before reading what the write depends on."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
