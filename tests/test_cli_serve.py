@@ -438,3 +438,53 @@ def test_workers_stop_when_their_master_is_killed(tmp_path: Path, when: str) -> 
         with pytest.raises(httpx.TransportError):
             client.get("/healthz")
     assert "the master process" in log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_open_dashboard_does_not_hold_a_stop(tmp_path: Path, workers: int) -> None:
+    """SIGTERM ends the open dashboard event streams at once (their pages reconnect),
+    so the server's graceful shutdown finishes instead of waiting its grace period
+    out on them and cancelling them."""
+    admin = "sk-admin-stop-test"
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    config = write(
+        tmp_path,
+        f"""
+        [admin]
+        key_sha256 = "{hash_key(admin)}"
+        keys_store = "sqlite:///{tmp_path / "keys.db"}"
+        [cost]
+        store = "memory://"
+        """,
+    )
+    args = ["--config", str(config), "--upstream", "http://127.0.0.1:9/v1"]
+    args += ["--port", str(port), "--cache-tiers", "memory://", "--workers", str(workers)]
+    bearer = {"authorization": f"Bearer {admin}"}
+    with (
+        hotpath_serve(args, tmp_path, log) as proc,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client,
+    ):
+        wait_until_healthy(client, proc, log, time.monotonic() + 60)
+        with (
+            client.stream("GET", "/dashboard/events", headers=bearer) as first,
+            client.stream("GET", "/dashboard/events", headers=bearer) as second,
+        ):
+            assert first.status_code == 200
+            assert second.status_code == 200
+            streams = [first.iter_bytes(), second.iter_bytes()]
+            for stream in streams:  # both are open: each has sent its history
+                seen = b""
+                while b"event: history" not in seen:
+                    seen += next(stream)
+            proc.send_signal(signal.SIGTERM)
+            for stream in streams:
+                for _ in stream:  # read until the server ends the stream
+                    pass
+        # One process re-raises the signal it caught; a master whose workers stopped
+        # exits 0.
+        assert proc.wait(timeout=30) == (-signal.SIGTERM if workers == 1 else 0)
+    text = log.read_text()
+    assert "timeout graceful shutdown exceeded" not in text
+    assert "Traceback" not in text

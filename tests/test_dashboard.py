@@ -442,6 +442,27 @@ def test_the_stream_ends_when_the_session_does(mock: MockUpstream) -> None:
         assert body.endswith(b"event: expired\ndata: {}\n\n")
 
 
+def test_draining_ends_the_streams_and_the_readiness(mock: MockUpstream) -> None:
+    """``Gateway.drain`` (what ``hotpath serve`` does on SIGTERM) ends open event
+    streams at once and makes /readyz answer 503, while requests are still served."""
+    gateway = DashboardGateway(gateway_config(mock.url, **admin_options()))
+    with (
+        BackgroundServer(gateway) as server,
+        httpx.Client(base_url=server.base, timeout=10, headers=BEARER) as http,
+    ):
+        with http.stream("GET", "/dashboard/events") as events:
+            chunks = events.iter_bytes()
+            seen = b""
+            while b"event: history" not in seen:
+                seen += next(chunks)
+            server.call(gateway.drain)
+            rest = b"".join(chunks)  # ends: the server closed the stream
+        assert b"event: history" not in rest
+        assert http.get("/readyz").status_code == 503
+        answer = http.post("/v1/chat/completions", json=chat_body("still served"))
+        assert answer.status_code == 200
+
+
 # -- in a browser ----------------------------------------------------------------------
 
 

@@ -125,7 +125,6 @@ class Gateway:
         }
         self._paths = {path for _, path in self._routes}
         self._started = False
-        self._ready = False
 
     def __repr__(self) -> str:
         return f"Gateway(upstreams={[u.name for u in self.config.upstreams]!r})"
@@ -147,7 +146,6 @@ class Gateway:
         await self.dashboard.start()
         if self.state.metrics.multiprocess:
             self._publisher = asyncio.get_running_loop().create_task(self._publish())
-        self._ready = True
 
     async def _publish(self) -> None:
         """With several workers: publish this worker's scraped stats now and then,
@@ -159,9 +157,17 @@ class Gateway:
                 log.exception("publishing this worker's metrics failed")
             await asyncio.sleep(_PUBLISH_EVERY)
 
+    def drain(self) -> None:
+        """Begin stopping: ``/readyz`` answers 503 and open dashboard streams end
+        (their pages reconnect), while calls in flight go on. A server's graceful
+        shutdown waits for open responses before it closes the app; without this,
+        an open dashboard would hold it for the whole grace period. Idempotent;
+        :meth:`aclose` still does the closing."""
+        self.state.draining = True
+        self.dashboard.end_streams()
+
     async def aclose(self) -> None:
         """Cancel calls in flight and close the upstream clients and the cache."""
-        self._ready = False
         await self.dashboard.aclose()
         if self._publisher is not None:
             self._publisher.cancel()
@@ -343,13 +349,15 @@ async def _healthz(state: State, request: Request) -> None:
 
 async def _readyz(state: State, request: Request) -> None:
     """Ready when the cache's tiers are healthy; a degraded tier is reported, not
-    fatal (the gateway still answers through the others)."""
+    fatal (the gateway still answers through the others). A gateway that is
+    stopping answers 503, so that a load balancer sends new work elsewhere."""
     tiers = []
     if state.cache is not None:
         tiers = [{"tier": t.name, "healthy": t.healthy} for t in state.cache.tiers]
     degraded = any(not t["healthy"] for t in tiers)
-    body = {"status": "degraded" if degraded else "ready", "tiers": tiers}
-    await send_bytes(request.send, 200, orjson.dumps(body))
+    status = "stopping" if state.draining else "degraded" if degraded else "ready"
+    body = {"status": status, "tiers": tiers}
+    await send_bytes(request.send, 503 if state.draining else 200, orjson.dumps(body))
 
 
 async def _metrics(state: State, request: Request) -> None:

@@ -100,6 +100,11 @@ class DashboardSampler:
             self._sessions = Sessions(digest, secret, clock=self._state.clock)
         await self._sampler.start()
 
+    def end_streams(self) -> None:
+        """End the open event streams now (the pages reconnect on their own), so
+        that a server's graceful shutdown need not wait for them."""
+        self._sampler.end_streams()
+
     async def aclose(self) -> None:
         """Stop sampling and end the open event streams."""
         await self._sampler.aclose()

@@ -144,6 +144,12 @@ class Sampler:
         self._prev_at = self._clock.monotonic()
         self._task = self._loop.create_task(self._run(), name="hotpath-dashboard")
 
+    def end_streams(self) -> None:
+        """Wake the open event streams, which then end (sampling goes on until
+        :meth:`aclose`)."""
+        self.closed = True
+        self._notify()
+
     async def aclose(self) -> None:
         """Stop sampling and wake the streams, which then end."""
         self.closed = True

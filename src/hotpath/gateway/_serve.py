@@ -9,6 +9,7 @@ Redis tier. Prometheus values are summed across workers through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -17,7 +18,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -115,7 +117,44 @@ def app_from_env() -> Gateway:
     config = load_config(args["path"], env=os.environ, overrides=args["overrides"])
     # A worker is a fresh interpreter: it sets up its own logging.
     configure_logging(config.log_format, config.log_level)
-    return Gateway(config)
+    return _ServedGateway(config)
+
+
+class _ServedGateway(Gateway):
+    """The gateway as ``hotpath serve`` runs it: the stop signals that begin the
+    server's graceful shutdown also :meth:`~Gateway.drain` it."""
+
+    async def start(self) -> None:
+        await super().start()
+        _drain_on_signals(self)
+
+
+def _drain_on_signals(gateway: Gateway) -> None:
+    """Chain :meth:`Gateway.drain` after the handlers uvicorn has set for SIGINT and
+    SIGTERM (uvicorn sets them before the app starts and puts back its own
+    predecessors when it stops, which drops these too).
+
+    uvicorn waits for open responses before it tells the app to shut down, and an
+    open dashboard's event stream only ends when told to: without this it would
+    hold every stop for the whole grace period.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread: nothing to chain here
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # not the server's handler: the signal does not stop it gracefully
+
+        def handler(
+            signum: int,
+            frame: FrameType | None,
+            previous: Callable[[int, FrameType | None], Any] = previous,
+        ) -> None:
+            previous(signum, frame)
+            loop.call_soon_threadsafe(gateway.drain)
+
+        signal.signal(sig, handler)
 
 
 def _leave_with_master(master: int) -> None:
@@ -164,7 +203,7 @@ def serve(
         "log_level": "debug" if config.log_level == "debug" else FAST["log_level"],
     }
     if config.workers == 1:
-        uvicorn.run(Gateway(config), **common)
+        uvicorn.run(_ServedGateway(config), **common)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="hotpath-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -84,6 +84,8 @@ class State:
         self.metrics = metrics
         self.clock = clock
         self.flights = Flights()
+        #: Set by Gateway.drain: the process is stopping, and /readyz says so.
+        self.draining = False
         self.embedding_flights: dict[str, asyncio.Future[bytes]] = {}
         redis_url = config.cache.redis_url if config.cache.enabled else None
         self.shared = SharedFlights(redis_url) if redis_url is not None else None
