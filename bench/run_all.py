@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.timing import machine
+from bench.timing import host_speed, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -34,12 +34,17 @@ BENCHES = [
 def main() -> int:
     only = set(sys.argv[1:])
     failed = []
+    speeds = [host_speed()]
+    ran = 0
     for module, _ in BENCHES:
         if only and module.split(".")[-1] not in only:
             continue
+        ran += 1
         print(f"== {module}", flush=True)
         if subprocess.run([sys.executable, "-m", module], cwd=ROOT).returncode != 0:
             failed.append(module)
+    if ran:
+        speeds.append(host_speed())
     parts = [
         "# Benchmarks",
         "",
@@ -48,6 +53,8 @@ def main() -> int:
         "the same run. These machines are noisy: scripts repeat and take medians.",
         "",
         f"Last assembled {time.strftime('%Y-%m-%d')} on {machine()}.",
+        "",
+        _speed_line(speeds, ran),
         "",
     ]
     for _, name in BENCHES:
@@ -60,6 +67,18 @@ def main() -> int:
         print("failed: " + ", ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _speed_line(speeds: list[tuple[float, float]], ran: int) -> str:
+    """The host's plain-Python speed around the runs (see ``host_speed``)."""
+    shown = " and ".join(
+        f"{get:.0f} ns per `dict.get` hit, {loop:.0f} ns per loop step" for get, loop in speeds
+    )
+    when = "before and after the scripts ran" if ran else "when assembled (no script ran)"
+    return (
+        f"Host speed {when}: {shown}. Times from runs on hosts of another speed do not "
+        "compare; the ratios against each run's own baseline do."
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hotpath.loadgen._bench import machine
 
-__all__ = ["Figure", "machine", "time_async", "time_sync"]
+__all__ = ["Figure", "host_speed", "machine", "time_async", "time_sync"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +59,25 @@ async def time_async(
             await fn()
         per_op.append((time.perf_counter_ns() - t0) / batch)
     return _summarize(per_op)
+
+
+def host_speed() -> tuple[float, float]:
+    """How fast this host runs plain Python right now: ``(ns per dict.get hit, ns
+    per iteration of a summing loop)``, medians of 7 timings. These machines share
+    their cores with others, and the same code runs two or three times slower on
+    some days: these two numbers say which kind of day a run had."""
+    d = {i: i for i in range(10_000)}
+    keys = list(range(0, 10_000, 7))
+    gets, loops = [], []
+    for _ in range(7):
+        t0 = time.perf_counter_ns()
+        for _ in range(20):
+            for k in keys:
+                d.get(k)
+        gets.append((time.perf_counter_ns() - t0) / (20 * len(keys)))
+        t0 = time.perf_counter_ns()
+        total = 0
+        for i in range(300_000):
+            total += i
+        loops.append((time.perf_counter_ns() - t0) / 300_000)
+    return statistics.median(gets), statistics.median(loops)
