@@ -198,3 +198,25 @@ def test_a_request_s_own_4xx_is_not_an_upstream_error_and_streams_have_their_own
             assert errors.baseline == 0.0  # the 400s were not counted as failures
             assert monitor.detector("latency", "model:gpt-4o-mini:stream") is not None
             assert monitor.detector("latency", "model:gpt-4o-mini") is None
+
+
+def test_any_number_of_client_model_names_keeps_the_series_in_use() -> None:
+    """Through a ``*`` route a client may name any model: the detectors' model keys
+    are bounded as metric labels are (the first 200, then ``other``), and the
+    monitor has room for all they can open, so no series in use is evicted."""
+    gateway = Gateway(gateway_config("http://127.0.0.1:9/v1"), clock=ManualClock())
+    anomalies = gateway.state.anomalies
+    monitor = anomalies.monitor
+    assert monitor is not None
+    for i in range(1000):
+        model = f"client-model-{i}"
+        anomalies.upstream(model, "default", 0.05, error=False)
+        anomalies.upstream(model, "default", 0.05, error=False, stream=True)
+        anomalies.cache(model, hit=i % 2 == 0)
+        anomalies.spend(model, 0.001)
+    stats = monitor.stats()
+    assert stats.evicted == 0
+    assert monitor.detector("latency", "model:client-model-0") is not None
+    assert monitor.detector("latency", "model:other") is not None
+    assert monitor.detector("latency", "model:client-model-0:stream") is not None
+    assert monitor.detector("latency", "model:client-model-999") is None

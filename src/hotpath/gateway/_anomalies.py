@@ -11,7 +11,7 @@ import logging
 
 from hotpath._clock import Clock
 from hotpath.gateway._config import GatewayConfig
-from hotpath.gateway._metrics import GatewayMetrics
+from hotpath.gateway._metrics import MAX_LABELS, GatewayMetrics
 from hotpath.observe._anomaly import Alert, AnomalyMonitor
 from hotpath.observe._webhook import Webhook
 
@@ -30,7 +30,14 @@ class GatewayAnomalies:
         self.metrics = metrics
         self.monitor: AnomalyMonitor | None = None
         if settings.anomalies:
-            self.monitor = AnomalyMonitor(clock=clock, on_alert=self._on_alert)
+            # Room for every series the request path can open, so none still in
+            # use is evicted: model keys are bounded like metric labels (the
+            # 200 first, then "other"), each with 5 series (latency, stream
+            # latency, errors, hits, spend); each upstream has 3.
+            room = 5 * (MAX_LABELS + 1) + 3 * len(config.upstreams)
+            self.monitor = AnomalyMonitor(
+                clock=clock, on_alert=self._on_alert, max_series=max(1000, room)
+            )
         self._webhook: Webhook | None = None
         if settings.alert_webhook is not None:
             self._webhook = Webhook(
@@ -74,7 +81,7 @@ class GatewayAnomalies:
         if monitor is None:
             return
         suffix = ":stream" if stream else ""
-        for key in (f"model:{model}", f"upstream:{upstream}"):
+        for key in (self._model(model), f"upstream:{upstream}"):
             monitor.observe_outcome(key, error=error)
             if not error:
                 monitor.observe_latency(key + suffix, seconds)
@@ -86,7 +93,7 @@ class GatewayAnomalies:
         monitor = self.monitor
         if monitor is None:
             return
-        key = f"model:{model}"
+        key = self._model(model)
         monitor.observe_outcome(key, error=error)
         monitor.observe_outcome(f"upstream:{upstream}", error=error)
         if not error:
@@ -94,11 +101,16 @@ class GatewayAnomalies:
 
     def cache(self, model: str, *, hit: bool) -> None:
         if self.monitor is not None:
-            self.monitor.observe_cache(f"model:{model}", hit=hit)
+            self.monitor.observe_cache(self._model(model), hit=hit)
 
     def spend(self, model: str, usd: float | None) -> None:
         if self.monitor is not None and usd:
-            self.monitor.observe_spend(f"model:{model}", usd)
+            self.monitor.observe_spend(self._model(model), usd)
+
+    def _model(self, model: str) -> str:
+        """A model's key: its name, bounded as metric labels are (a client may
+        send any number of model names through a ``*`` route)."""
+        return "model:" + self.metrics.bounded(model)
 
     # -- alerts -------------------------------------------------------------------------
 

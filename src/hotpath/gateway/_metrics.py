@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from hotpath.gateway._metrics_scraped import SCRAPED, Samples, ScrapedCollector, scraped_samples
 
-__all__ = ["SCRAPED", "GatewayMetrics", "Samples", "scraped_samples"]
+__all__ = ["MAX_LABELS", "SCRAPED", "GatewayMetrics", "Samples", "scraped_samples"]
 
 _LATENCY = (
     0.0005,
@@ -66,7 +66,7 @@ _OVERHEAD = (
     10.0,
 )
 
-_MAX_LABELS = 200
+MAX_LABELS = 200
 _MAX_LABEL_LENGTH = 128
 
 
@@ -360,7 +360,7 @@ class GatewayMetrics:
         labels = self._labels
         if value in labels:
             return value
-        if len(labels) >= _MAX_LABELS or len(value) > _MAX_LABEL_LENGTH:
+        if len(labels) >= MAX_LABELS or len(value) > _MAX_LABEL_LENGTH:
             return "other"
         labels.add(value)
         return value
