@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -145,10 +146,12 @@ async def capture(
     size: tuple[int, int],
     ready: str,
     binary: str | None = None,
+    sign_in: str | None = None,
 ) -> Capture:
     """Open ``url`` at ``size`` (CSS pixels), wait until the JavaScript
     expression ``ready`` is true (30 s at most), then take the DOM and a
-    screenshot."""
+    screenshot. With ``sign_in``, the page is first a sign-in form: its ``key``
+    field is filled with that and the form sent, as a person would."""
     out = Capture()
     async with _browser(binary or chromium_binary()) as http, aiohttp.ClientSession() as session:
         async with session.get(f"{http}/json/list") as answer:
@@ -167,6 +170,11 @@ async def capture(
                     mobile=False,
                 )
                 await page.call("Page.navigate", url=url)
+                if sign_in is not None:
+                    await _sign_in(page, sign_in)
+                    # The sign-in page is a 401 by design, which the browser logs as
+                    # a failed load; what counts is what happens from here on.
+                    out.errors[:] = [e for e in out.errors if _SIGN_IN_401 not in e]
                 async with asyncio.timeout(_READY_WITHIN):
                     while not await page.evaluate(f"Boolean({ready})"):
                         await asyncio.sleep(0.1)
@@ -176,3 +184,17 @@ async def capture(
             finally:
                 await page.close()
     return out
+
+
+_SIGN_IN_401 = "the server responded with a status of 401"
+
+
+async def _sign_in(page: _Page, key: str) -> None:
+    """Fill the sign-in form's key field and send the form."""
+    field = "document.getElementById('key')"
+    async with asyncio.timeout(_READY_WITHIN):
+        while not await page.evaluate(f"Boolean({field})"):
+            await asyncio.sleep(0.1)
+    await page.evaluate(
+        f"{field}.value = {json.dumps(key)}; document.getElementById('login').requestSubmit()"
+    )

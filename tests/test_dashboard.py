@@ -68,6 +68,7 @@ class DashboardGateway(Gateway):
         super().__init__(config, **options)
         self.dashboard = DashboardSampler(self.state, interval=interval)
         self._routes[("GET", "/dashboard")] = self.dashboard.page
+        self._routes[("POST", "/dashboard")] = self.dashboard.sign_in
         self._routes[("GET", "/dashboard/events")] = self.dashboard.events
         self._paths = {path for _, path in self._routes}
 
@@ -288,16 +289,24 @@ def test_the_dashboard_needs_the_admin_key(
         assert answer.json()["error"]["code"] == "invalid_api_key"
         assert http.get("/dashboard/events").status_code == 401
         assert http.get("/dashboard", headers={"authorization": "Bearer nope"}).status_code == 401
-        # A browser gets a sign-in form, still a 401, that sends the key as a header.
+        # A browser gets a sign-in form, still a 401, that posts the key in its body.
         form = http.get("/dashboard", headers=HTML)
         assert form.status_code == 401
         assert form.headers["content-type"].startswith("text/html")
-        assert 'type="password"' in form.text and "authorization" in form.text
-        wrong = http.get("/dashboard", params={"key": "nope"}, headers=HTML)
+        assert 'type="password"' in form.text
+        assert 'method="post"' in form.text
+        assert "<script" not in form.text  # a plain form: it works with scripts off
+        wrong = http.post("/dashboard", data={"key": "nope"}, headers=HTML)
         assert wrong.status_code == 401 and "That is not the admin key." in wrong.text
         assert COOKIE not in wrong.headers.get("set-cookie", "")
-        # The key is taken once in the URL by the page, never by the stream.
+        # The key is never taken from a URL (proxies log them, browsers keep them).
+        assert http.get("/dashboard", params={"key": ADMIN}).status_code == 401
         assert http.get("/dashboard/events", params={"key": ADMIN}).status_code == 401
+        assert COOKIE not in http.cookies
+        # A sign-in that is not a form is refused, naming what it got.
+        answer = http.post("/dashboard", json={"key": ADMIN})
+        assert answer.status_code == 415
+        assert "application/json" in answer.json()["error"]["message"]
 
 
 def test_the_key_is_traded_for_a_session_cookie_that_is_not_the_key(
@@ -305,9 +314,12 @@ def test_the_key_is_traded_for_a_session_cookie_that_is_not_the_key(
 ) -> None:
     server, _ = served
     with httpx.Client(base_url=server.base, timeout=10) as http:
-        page = http.get("/dashboard", params={"key": ADMIN})
+        signed_in = http.post("/dashboard", data={"key": ADMIN}, headers=HTML)
+        assert signed_in.status_code == 303
+        assert signed_in.headers["location"] == "dashboard"
+        cookie = signed_in.headers["set-cookie"]
+        page = http.get("/dashboard")  # the client keeps the cookie, as a browser does
         assert page.status_code == 200
-        cookie = page.headers["set-cookie"]
         attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
         assert {"httponly", "samesite", "path", "max-age"} <= attributes
         assert "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
@@ -406,7 +418,7 @@ def test_label_values_cannot_break_out_of_the_page(
 def test_the_dashboard_is_off_without_an_admin_key(mock: MockUpstream) -> None:
     with BackgroundServer(DashboardGateway(gateway_config(mock.url))) as server:
         for path in ("/dashboard", "/dashboard/events"):
-            answer = httpx.get(f"{server.base}{path}", params={"key": "x"}, headers=BEARER)
+            answer = httpx.get(f"{server.base}{path}", headers=BEARER)
             assert answer.status_code == 404
 
 
@@ -432,7 +444,7 @@ def test_the_stream_ends_when_the_session_does(mock: MockUpstream) -> None:
     clock = ManualClock(start=time.time())
     gateway = DashboardGateway(gateway_config(mock.url, **admin_options()), clock=clock)
     with BackgroundServer(gateway) as server:
-        token = httpx.get(f"{server.base}/dashboard", params={"key": ADMIN}).cookies[COOKIE]
+        token = httpx.post(f"{server.base}/dashboard", data={"key": ADMIN}).cookies[COOKIE]
         with (
             httpx.Client(base_url=server.base, timeout=10, cookies={COOKIE: token}) as http,
             http.stream("GET", "/dashboard/events") as events,
@@ -538,10 +550,10 @@ def drive(base: str, stop: threading.Event, *, pool: int = 20) -> None:
 def test_the_page_renders_its_charts_in_headless_chromium(
     served: tuple[BackgroundServer, DashboardGateway], tmp_path: Path
 ) -> None:
-    """Under load, in a real browser: the page signs in with ``?key=``, draws every
-    chart from the points it came with, opens the event stream with its session
-    cookie and draws the points that then arrive; no script error or CSP refusal;
-    the screenshot is far from blank."""
+    """Under load, in a real browser: the sign-in form is filled and sent; the page
+    draws every chart from the points it came with, opens the event stream with its
+    session cookie and draws the points that then arrive; no script error or CSP
+    refusal; the screenshot is far from blank."""
     binary = chromium_binary()
     server, gateway = served
     stop = threading.Event()
@@ -555,8 +567,10 @@ def test_the_page_renders_its_charts_in_headless_chromium(
             "document.getElementById('status').dataset.state === 'live'"
             f" && Number(document.body.dataset.points) > {held}"
         )
-        url = f"{server.base}/dashboard?key={ADMIN}"
-        shot = asyncio.run(capture(url, size=(1400, 1000), ready=ready, binary=binary))
+        url = f"{server.base}/dashboard"
+        shot = asyncio.run(
+            capture(url, size=(1400, 1000), ready=ready, binary=binary, sign_in=ADMIN)
+        )
     finally:
         stop.set()
         load.join()
@@ -695,9 +709,10 @@ def render_docs_screenshot(out: Path, seconds: float) -> None:  # pragma: no cov
             args = [sys.executable, "-c", load, server.base, str(seconds + 30)]
             driver = subprocess.Popen(args)
             time.sleep(seconds)
-            url = f"{server.base}/dashboard?key={ADMIN}"
+            url = f"{server.base}/dashboard"
             ready = "document.getElementById('status').dataset.state === 'live'"
-            out.write_bytes(asyncio.run(capture(url, size=(1500, 1000), ready=ready)).png)
+            shot = capture(url, size=(1500, 1000), ready=ready, sign_in=ADMIN)
+            out.write_bytes(asyncio.run(shot).png)
             driver.kill()
             driver.wait()
     finally:

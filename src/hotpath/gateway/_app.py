@@ -121,6 +121,7 @@ class Gateway:
             ("GET", "/admin/keys"): admin_keys,
             ("POST", "/admin/keys"): admin_create_key,
             ("GET", "/dashboard"): self.dashboard.page,
+            ("POST", "/dashboard"): self.dashboard.sign_in,
             ("GET", "/dashboard/events"): self.dashboard.events,
         }
         self._paths = {path for _, path in self._routes}

@@ -8,10 +8,12 @@ second and the quantiles of each interval (:mod:`._dashboard_series`,
 inline SVG, with no build step and nothing fetched from elsewhere. It comes with
 the points held so far, then follows new ones as server-sent events.
 
-Both routes need the admin key. ``/dashboard`` takes it once, as ``?key=`` or as
-the admin API's ``Authorization: Bearer`` header, and trades it for a session
-cookie (:mod:`._dashboard_session`); without either it answers 401, with a
-sign-in form for a browser. ``/dashboard/events`` takes the cookie or the header.
+Both routes need the admin key. A browser without a session gets a 401 with a
+sign-in form, which posts the key once to ``POST /dashboard`` (in the body, never
+in a URL, where it would land in proxies' logs and the browser's history); the
+answer is a session cookie (:mod:`._dashboard_session`) and a redirect to the
+page. Scripts may send the admin API's ``Authorization: Bearer`` header to both
+routes instead.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import math
 import os
 from importlib import resources
 from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 import orjson
 
 from hotpath.gateway._admin import _query, _require_admin, admin_digest, is_admin_key
 from hotpath.gateway._api_errors import ApiError
-from hotpath.gateway._asgi import Request, send_bytes
+from hotpath.gateway._asgi import Request, read_body, send_bytes
 from hotpath.gateway._dashboard_sampler import Sampler, SamplerStats
 from hotpath.gateway._dashboard_series import DashboardPoint
 from hotpath.gateway._dashboard_session import Sessions, cookie_header, cookie_value, load_secret
@@ -40,6 +43,8 @@ _HTML = b"text/html; charset=utf-8"
 _KEEPALIVE = 15.0  # seconds between comments on an idle stream (proxies close silent ones)
 _MAX_STREAMS = 64  # open event streams per process; more are refused with a 503
 _META_EVERY = 10  # points between refreshes of the stream's meta (reading cost, ...)
+_MAX_FORM = 4096  # bytes of a sign-in form's body
+_FORM = b"application/x-www-form-urlencoded"
 
 
 class _Page(NamedTuple):
@@ -135,12 +140,7 @@ class DashboardSampler:
         if _bearer(request):
             _require_admin(state, request)  # 401 on a wrong key, as the admin API
             return self._new_session(request)
-        digest = admin_digest(state)  # the admin API's own 404 when it is off
-        key = _query(request).get("key")
-        if key is not None:
-            if is_admin_key(digest, key.encode()):
-                return self._new_session(request)
-            raise _unauthorized("that is not the admin key")
+        admin_digest(state)  # the admin API's own 404 when it is off
         until = self._session(request)
         if until is None:
             raise _unauthorized("the dashboard needs the admin key")
@@ -165,10 +165,7 @@ class DashboardSampler:
             accept = request.header(b"accept") or ""
             if exc.status != 401 or "text/html" not in accept:
                 raise
-            # A browser gets a form that sends the key once, as a header.
-            if "key" in _query(request):
-                note = "That is not the admin key."
-            elif cookie_value(request.headers.get(b"cookie")) is not None:
+            if cookie_value(request.headers.get(b"cookie")) is not None:
                 note = "The session has ended: sign in again."
             else:
                 note = "Sign in with the gateway's admin key."
@@ -177,6 +174,30 @@ class DashboardSampler:
         # The points so far come inside the page, so that it draws at once.
         history = self._sampler.history_json(orjson.dumps(self._meta(until)))
         await self._send_page(request, "index", 200, cookie, history)
+
+    async def sign_in(self, state: State, request: Request) -> None:
+        """``POST /dashboard``: the sign-in form's ``key`` field. The admin key
+        answers with a session cookie and a redirect (303) to the page; another
+        key, with the form again (401) saying so."""
+        digest = admin_digest(state)  # the admin API's own 404 when it is off
+        kind = (request.headers.get(b"content-type") or b"").split(b";")[0].strip().lower()
+        if kind != _FORM:
+            raise ApiError(
+                415,
+                "the dashboard's sign-in takes a form (application/x-www-form-urlencoded) "
+                f"with a 'key' field, got content-type {kind.decode('latin-1')!r}",
+                code="unsupported_media_type",
+            )
+        body = await read_body(request, _MAX_FORM)
+        key = parse_qs(body.decode("utf-8", "replace")).get("key", [""])[0].strip()
+        if not key or not is_admin_key(digest, key.encode()):
+            await self._send_page(request, "login", 401, None, "That is not the admin key.")
+            return
+        _, cookie = self._new_session(request)
+        headers = [(b"location", b"dashboard"), (b"cache-control", b"no-store")]
+        if cookie is not None:
+            headers.append((b"set-cookie", cookie))
+        await send_bytes(request.send, 303, b"", headers, content_type=_HTML)
 
     async def _send_page(
         self, request: Request, name: str, status: int, cookie: bytes | None, fill: str | bytes
@@ -308,8 +329,8 @@ async def _disconnected(request: Request) -> None:
 def _unauthorized(message: str) -> ApiError:
     return ApiError(
         401,
-        f"{message}: open /dashboard?key=<admin key> once (a session cookie then "
-        "stands for it), or send 'Authorization: Bearer <admin key>'",
+        f"{message}: open /dashboard in a browser and sign in with the admin key once "
+        "(a session cookie then stands for it), or send 'Authorization: Bearer <admin key>'",
         type="invalid_request_error",
         code="invalid_api_key",
     )
@@ -326,16 +347,19 @@ def _asset(name: str) -> str:
 def _build(name: str) -> _Page:
     """The page ``name``.html with its script and the stylesheet inlined, and the
     Content-Security-Policy that admits exactly those two, by hash."""
-    script = _asset("app.js" if name == "index" else "login.js")
+    script = _asset("app.js") if name == "index" else None  # the sign-in is a plain form
     style = _asset("style.css")
-    html = _asset(f"{name}.html").replace("@@STYLE@@", style).replace("@@SCRIPT@@", script)
+    html = _asset(f"{name}.html").replace("@@STYLE@@", style)
+    if script is not None:
+        html = html.replace("@@SCRIPT@@", script)
 
     def digest(text: str) -> str:
         return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
+    scripts = "'none'" if script is None else f"'sha256-{digest(script)}'"
     policy = (
         "default-src 'none'; "
-        f"script-src 'sha256-{digest(script)}'; "
+        f"script-src {scripts}; "
         f"style-src 'sha256-{digest(style)}'; "
         "connect-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -1,8 +1,8 @@
 """Dashboard sessions: the admin key, shown once, traded for a signed cookie.
 
-A browser cannot add the admin key to every request as a header, so ``GET
-/dashboard`` also takes it once (``?key=``, or the ``Authorization`` header the
-sign-in form sends) and answers with a cookie holding a session token::
+A browser cannot add the admin key to every request as a header, so the sign-in
+form posts it once (``POST /dashboard``) and the answer sets a cookie holding a
+session token::
 
     v1.<expiry>.<base64url HMAC-SHA256(secret, "hotpath-dashboard|v1|<expiry>|<admin digest>")>
 

@@ -18,9 +18,6 @@
     { name: "half-open", color: C.amber },
   ];
 
-  // Drop a one-time ?key= from the address bar (the cookie stands for it now).
-  if (location.search) history.replaceState(null, "", location.pathname);
-
   let points = [];
   let meta = { interval: 1, history: 300, scope: "this process" };
   let hover = null; // the time under the pointer, shared by every chart
