@@ -125,8 +125,10 @@ class _ServedGateway(Gateway):
     server's graceful shutdown also :meth:`~Gateway.drain` it."""
 
     async def start(self) -> None:
+        first = not self._started
         await super().start()
-        _drain_on_signals(self)
+        if first:  # start() is idempotent: chain the handlers once
+            _drain_on_signals(self)
 
 
 def _drain_on_signals(gateway: Gateway) -> None:
