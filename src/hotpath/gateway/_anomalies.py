@@ -35,9 +35,7 @@ class GatewayAnomalies:
             # 200 first, then "other"), each with 5 series (latency, stream
             # latency, errors, hits, spend); each upstream has 3.
             room = 5 * (MAX_LABELS + 1) + 3 * len(config.upstreams)
-            self.monitor = AnomalyMonitor(
-                clock=clock, on_alert=self._on_alert, max_series=max(1000, room)
-            )
+            self.monitor = AnomalyMonitor(clock=clock, on_alert=self._on_alert, max_series=room)
         self._webhook: Webhook | None = None
         if settings.alert_webhook is not None:
             self._webhook = Webhook(

@@ -152,13 +152,12 @@ class Sampler:
 
     async def aclose(self) -> None:
         """Stop sampling and wake the streams, which then end."""
-        self.closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._notify()
+        self.end_streams()
 
     def stats(self) -> SamplerStats:
         n = self._samples
